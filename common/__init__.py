@@ -1,0 +1,1 @@
+"""Shared library of the five papers: backbones, data, metrics, training utilities."""

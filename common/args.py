@@ -1,0 +1,59 @@
+"""Command-line flags shared by the paper scripts, defined once.
+
+Each paper script builds its own parser with the original flags and defaults, then adds these groups. Flags that
+the original scripts already had keep their spelling there; these are our additions and all default to the
+original behaviour.
+"""
+from __future__ import annotations
+
+import argparse
+
+from common.dist import DistInfo, init_distributed
+from common.runtime import seed_everything
+
+
+def add_runtime_args(parser: argparse.ArgumentParser, seed: int = 0) -> argparse.ArgumentParser:
+    """--device, --seed, --no-amp, --allow-download, --trust-checkpoints, --tokenizer."""
+    group = parser.add_argument_group("runtime (shared by every script)")
+    group.add_argument("--device", default=None,
+                       help="torch device, e.g. cpu or cuda:0 (default: cuda if available, else cpu; "
+                            "under torchrun each process uses cuda:LOCAL_RANK)")
+    group.add_argument("--seed", type=int, default=seed, help=f"seed for random, numpy and torch (default {seed})")
+    group.add_argument("--no-amp", action="store_true",
+                       help="disable mixed precision on CUDA (CPU always runs in full precision)")
+    group.add_argument("--allow-download", action="store_true",
+                       help="allow fetching weights given as URLs or official names (checked against their hashes)")
+    group.add_argument("--trust-checkpoints", action="store_true",
+                       help="allow loading checkpoints that pickle non-tensor objects (weights_only=False)")
+    group.add_argument("--tokenizer", default=None,
+                       help="BERT tokenizer: a folder with vocab.txt or the file itself "
+                            "(default: $BLIP_TOKENIZER_DIR, then the local Hugging Face cache of bert-base-uncased)")
+    return parser
+
+
+def add_comet_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The original --api-key / --workspace / --experiment-name Comet flags."""
+    parser.add_argument("--api-key", type=str, default=None, help="Comet api key (Comet logs only with a workspace too)")
+    parser.add_argument("--workspace", type=str, default=None, help="Comet workspace")
+    parser.add_argument("--experiment-name", type=str, default=None, help="Comet experiment name")
+    return parser
+
+
+def add_output_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """--output-root, --run-name, --resume for training scripts."""
+    group = parser.add_argument_group("outputs and resume")
+    group.add_argument("--output-root", default=".",
+                       help="folder that receives models/ and submission/ (default: the current folder, as upstream)")
+    group.add_argument("--run-name", default=None,
+                       help="run folder name under <output-root>/models (default: the upstream timestamped name)")
+    group.add_argument("--resume", default=None, metavar="RUN_DIR",
+                       help="continue an interrupted run from RUN_DIR/resume.pt, skipping finished epochs")
+    return parser
+
+
+def setup_runtime(args: argparse.Namespace) -> DistInfo:
+    """Choose the device once, join torchrun's process group if any, and seed every library (same seed on all ranks)."""
+    info = init_distributed(args.device)
+    seed_everything(args.seed)
+    return info
+

@@ -1,0 +1,1 @@
+"""Training utilities shared by the paper scripts: checkpoints, resume, logs, schedules, plots."""
