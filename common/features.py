@@ -4,7 +4,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
@@ -77,12 +77,3 @@ def extract_features(
     barrier()
     return all_features, all_keys
 
-
-def index_of(keys: Sequence[Any]) -> dict[Any, int]:
-    """Map each key to its row, raising if a key appears twice (a gallery must list each image once)."""
-    mapping: dict[Any, int] = {}
-    for row, key in enumerate(keys):
-        if key in mapping:
-            raise ValueError(f"key {key!r} appears twice in the gallery (rows {mapping[key]} and {row})")
-        mapping[key] = row
-    return mapping

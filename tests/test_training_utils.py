@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from common.features import extract_features, index_of
+from common.features import extract_features
 from common.io import CheckpointError
 from common.training.checkpoint import load_model, load_resume_state, save_model, save_resume_state
 from common.training.experiment import CSVLogger, ExperimentTracker, make_run_dir, write_hyperparameters
@@ -118,6 +118,3 @@ def test_feature_cache_skips_the_encoder(tmp_path):
                                           cache_dir=tmp_path, cache_key=key)
     assert calls == [2, 2, 1] and again_names == names and torch.equal(again, feats)
     assert feats[:, 0].tolist() == [0.0, 2.0, 4.0, 6.0, 8.0]
-    assert index_of(names)["img3"] == 3
-    with pytest.raises(ValueError, match="'a' appears twice"):
-        index_of(["a", "b", "a"])
