@@ -7,8 +7,10 @@ original behaviour.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 from common.dist import DistInfo, init_distributed
+from common.io import read_json
 from common.runtime import seed_everything
 
 
@@ -57,3 +59,25 @@ def setup_runtime(args: argparse.Namespace) -> DistInfo:
     seed_everything(args.seed)
     return info
 
+
+
+def vit_config_from_arg(value: str):
+    """A BLIP ``ViTConfig`` from a preset name (base, large, tiny) or a JSON file of its fields."""
+    from common.blip.config import ViTConfig
+
+    if value.endswith(".json"):
+        fields = read_json(value, "a JSON object of ViTConfig fields (patch_size, width, depth, heads, ...)")
+        known = {field.name for field in dataclasses.fields(ViTConfig)}
+        unknown = sorted(set(fields) - known)
+        if unknown:
+            raise ValueError(f"{value}: unknown ViT config keys {unknown}; expected some of {sorted(known)}")
+        return ViTConfig(**fields)
+    return ViTConfig.preset(value)
+
+
+def add_blip_args(parser: argparse.ArgumentParser, vit_default: str = "base") -> argparse.ArgumentParser:
+    """--vit-config: the BLIP vision transformer size."""
+    parser.add_argument("--vit-config", default=vit_default,
+                        help=f"BLIP ViT size: a preset (base, large, tiny) or a JSON file of ViTConfig fields "
+                             f"(default {vit_default}, as in the paper)")
+    return parser

@@ -1,0 +1,1 @@
+"""The manifest of released checkpoints (``manifest.json``) and its checker (``weights.check``)."""
