@@ -96,12 +96,13 @@ class MedSelfAttention(nn.Module):
         return context.view(context.shape[0], context.shape[1], -1)
 
 
-class MedSelfOutput(nn.Module):
-    """Post-norm residual: ``LayerNorm(input + dropout(dense(h)))``."""
+class MedResidualOutput(nn.Module):
+    """Post-norm residual ``LayerNorm(input + dropout(dense(h)))``; ``in_features`` is the width of ``h``
+    (hidden size after attention, intermediate size after the FFN)."""
 
-    def __init__(self, cfg: MedConfig):
+    def __init__(self, cfg: MedConfig, in_features: int):
         super().__init__()
-        self.dense = nn.Linear(cfg.hidden_size, cfg.hidden_size)
+        self.dense = nn.Linear(in_features, cfg.hidden_size)
         self.LayerNorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
         self.dropout = nn.Dropout(cfg.hidden_dropout_prob)
 
@@ -113,7 +114,7 @@ class MedAttention(nn.Module):
     def __init__(self, cfg: MedConfig, is_cross_attention: bool = False):
         super().__init__()
         self.self = MedSelfAttention(cfg, is_cross_attention)
-        self.output = MedSelfOutput(cfg)
+        self.output = MedResidualOutput(cfg, cfg.hidden_size)
 
     def forward(
         self,
@@ -133,19 +134,6 @@ class MedIntermediate(nn.Module):
         return F.gelu(self.dense(hidden_states))
 
 
-class MedOutput(nn.Module):
-    """FFN output: ``LayerNorm(input + dropout(dense(h)))``."""
-
-    def __init__(self, cfg: MedConfig):
-        super().__init__()
-        self.dense = nn.Linear(cfg.intermediate_size, cfg.hidden_size)
-        self.LayerNorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
-        self.dropout = nn.Dropout(cfg.hidden_dropout_prob)
-
-    def forward(self, hidden_states: torch.Tensor, input_tensor: torch.Tensor) -> torch.Tensor:
-        return self.LayerNorm(self.dropout(self.dense(hidden_states)) + input_tensor)
-
-
 class MedLayer(nn.Module):
     """Self-attention, then (multimodal mode) cross-attention to the image tokens, then the FFN."""
 
@@ -155,7 +143,7 @@ class MedLayer(nn.Module):
         if cfg.add_cross_attention:
             self.crossattention = MedAttention(cfg, is_cross_attention=True)
         self.intermediate = MedIntermediate(cfg)
-        self.output = MedOutput(cfg)
+        self.output = MedResidualOutput(cfg, cfg.intermediate_size)
 
     def forward(
         self,

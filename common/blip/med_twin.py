@@ -17,7 +17,7 @@ from common.blip.config import MedConfig
 from common.blip.med import (
     MedEmbeddings,
     MedIntermediate,
-    MedOutput,
+    MedResidualOutput,
     MedSelfAttention,
     cross_attention_bias,
     init_bert_weights,
@@ -72,7 +72,7 @@ class TwinLayer(nn.Module):
         self.attention = TwinAttention(cfg, is_cross_attention=False)
         self.crossattention = TwinAttention(cfg, is_cross_attention=True, use_merge_layer=use_merge_layer)
         self.intermediate = MedIntermediate(cfg)
-        self.output = MedOutput(cfg)
+        self.output = MedResidualOutput(cfg, cfg.intermediate_size)
 
     def forward(self, streams: Pair, text_bias: torch.Tensor, memories: Pair, memory_biases: Pair) -> Pair:
         streams = self.attention(streams, (text_bias, text_bias))
