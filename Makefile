@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -r requirements.txt
-	$(PY) -m pip install --no-deps --no-build-isolation -e .
+	$(PY) -m pip install --no-deps --no-build-isolation -e . --config-settings editable_mode=compat
 	touch $(STAMP)
 
 demo: $(STAMP)
