@@ -1,0 +1,116 @@
+"""Gallery encoding, the online query stream, score placement and evaluation (spec §4.1, §4.6, §6).
+
+Stream semantics, identical for any number of processes: the query order is ``randperm(N)`` from a generator
+seeded with 0 (upstream's ``DistributedSampler`` default, independent of ``--seed``); global batch i is positions
+``[i·B, (i+1)·B)`` of that order, split into contiguous per-rank shards. Every rank holds the gathered features of
+the whole batch, so each rank computes the same scores, and row i of the score matrix is always query i (scores
+are assigned by dataset index, never summed).
+"""
+from __future__ import annotations
+
+from typing import Any, Iterator, Sequence
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from common.dist import get_rank, get_world_size, shard_range
+from common.features import extract_features
+from common.metrics.retrieval import itm_eval
+from common.runtime import progress
+from tcr.adapter import OnlineAdapter, QueryBatch
+from tcr.losses import modality_gap
+from tcr.models import Backbone, check_direction
+
+STREAM_SEED = 0
+UPSTREAM_KEYS = ("txt_r1", "txt_r5", "txt_r10", "txt_r_mean", "txt_map",
+                 "img_r1", "img_r5", "img_r10", "img_r_mean", "img_map", "r_mean", "r_sum")
+DIRECTION_PREFIX = {"i2t": "txt", "t2i": "img"}
+
+
+def stream_order(n: int) -> torch.Tensor:
+    """The order in which the queries arrive: ``randperm(n)`` of a generator seeded with 0."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(STREAM_SEED))
+
+
+def global_batches(order: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
+    return list(order.split(batch_size))
+
+
+class ShardSampler(Sampler[list[int]]):
+    """Batch sampler yielding this rank's non-empty shard of every global batch."""
+
+    def __init__(self, batches: Sequence[torch.Tensor], rank: int, world_size: int):
+        self.shards = [batch[list(shard_range(len(batch), rank, world_size))].tolist() for batch in batches]
+        self.shards = [shard for shard in self.shards if shard]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter(self.shards)
+
+    def __len__(self) -> int:
+        return len(self.shards)
+
+
+def to_device(inputs: Any, device: torch.device) -> Any:
+    return inputs.to(device, non_blocking=True) if isinstance(inputs, torch.Tensor) else inputs
+
+
+def query_stream(dataset: Dataset, batch_size: int, device: torch.device,
+                 num_workers: int = 0) -> Iterator[QueryBatch]:
+    """Yield every global query batch in stream order, holding this rank's inputs (on ``device``)."""
+    rank, world_size = get_rank(), get_world_size()
+    batches = global_batches(stream_order(len(dataset)), batch_size)
+    loader = DataLoader(dataset, batch_sampler=ShardSampler(batches, rank, world_size), num_workers=num_workers,
+                        pin_memory=device.type == "cuda")
+    local_batches = iter(loader)
+    for position, indices in enumerate(batches):
+        rows = shard_range(len(indices), rank, world_size)
+        sizes = [len(shard_range(len(indices), r, world_size)) for r in range(world_size)]
+        inputs = to_device(next(local_batches)[0], device) if len(rows) else None
+        yield QueryBatch(inputs=inputs, indices=indices, rank_sizes=sizes, local_rows=rows, position=position)
+
+
+@torch.no_grad()
+def encode_all(backbone: Backbone, dataset: Dataset, modality: str, device: torch.device, batch_size: int,
+               num_workers: int = 0) -> torch.Tensor:
+    """Unit-norm features [N, d] of every item of an image or text dataset, in dataset order, in the model's dtype
+    (ranks encode contiguous shards, gathered)."""
+    encode = backbone.encode_image if modality == "image" else backbone.encode_text
+    features, keys = extract_features(dataset, encode, device=device, batch_size=batch_size, key_index=1,
+                                      num_workers=num_workers, amp=False, desc=f"{modality} features")
+    if keys != list(range(len(dataset))):
+        raise RuntimeError(f"{modality} features came back out of order")
+    return features.to(backbone.feature_dtype)
+
+
+def run_stream(adapter: OnlineAdapter, dataset: Dataset, n_gallery: int, batch_size: int, device: torch.device,
+               num_workers: int = 0) -> torch.Tensor:
+    """Adapt on every query batch; return the scores [N_query, N_gallery] (CPU, float32) placed by query index."""
+    scores = torch.full((len(dataset), n_gallery), -100.0)
+    stream = query_stream(dataset, batch_size, device, num_workers)
+    n_batches = -(-len(dataset) // batch_size)
+    for batch in progress(stream, desc="Processing", total=n_batches, leave=False):
+        scores[batch.indices] = adapter.adapt(batch).float().cpu()
+    return scores
+
+
+def evaluate(direction: str | None, scores: torch.Tensor, img2txt: Sequence, txt2img: Sequence) -> dict[str, Any]:
+    """Upstream's ``itm_eval`` keys. ``direction=None``: ``scores`` is [N_img, N_txt] and both directions count;
+    ``'i2t'`` ([N_img, N_txt]) or ``'t2i'`` ([N_txt, N_img]): the other direction's keys, ``r_mean`` and ``r_sum``
+    are None."""
+    if direction is None:
+        return {key: float(value) for key, value in itm_eval(scores, scores.t(), img2txt, txt2img).items()}
+    i2t = scores if check_direction(direction) == "i2t" else scores.t()
+    result = itm_eval(i2t, i2t.t(), img2txt, txt2img)
+    keep = DIRECTION_PREFIX[direction]
+    return {key: (float(value) if key.startswith(keep) else None) for key, value in result.items()}
+
+
+def distribution_stats(image_features: torch.Tensor, text_features: torch.Tensor) -> dict[str, float]:
+    """Upstream's no-TTA diagnostics: modality gap, mean distance to the centroid per modality, mean cosine."""
+    image_features, text_features = image_features.float(), text_features.float()
+    return {
+        "modality_gap": modality_gap(image_features, text_features).item(),
+        "image_intra": (image_features - image_features.mean(0)).norm(dim=1).mean().item(),
+        "text_intra": (text_features - text_features.mean(0)).norm(dim=1).mean().item(),
+        "inter_sim": (image_features @ text_features.t()).mean().item(),
+    }
