@@ -35,7 +35,8 @@ def add_runtime_args(parser: argparse.ArgumentParser, seed: int = 0) -> argparse
 
 def add_comet_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The original --api-key / --workspace / --experiment-name Comet flags."""
-    parser.add_argument("--api-key", type=str, default=None, help="Comet api key (Comet logs only with a workspace too)")
+    parser.add_argument("--api-key", type=str, default=None,
+                        help="Comet api key (Comet logs only with a workspace too)")
     parser.add_argument("--workspace", type=str, default=None, help="Comet workspace")
     parser.add_argument("--experiment-name", type=str, default=None, help="Comet experiment name")
     return parser
@@ -58,7 +59,6 @@ def setup_runtime(args: argparse.Namespace) -> DistInfo:
     info = init_distributed(args.device)
     seed_everything(args.seed)
     return info
-
 
 
 def vit_config_from_arg(value: str):

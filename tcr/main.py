@@ -180,7 +180,10 @@ def adapt_and_evaluate(args, backbone, images, texts, config, device, temperatur
 
     log("Computing features for evaluation...")
     start = time.time()
-    queries, gallery_set, gallery_kind = (images, texts, "text") if args.retrieval == "i2t" else (texts, images, "image")
+    if args.retrieval == "i2t":
+        queries, gallery_set, gallery_kind = images, texts, "text"
+    else:
+        queries, gallery_set, gallery_kind = texts, images, "image"
     gallery_batch = config["batch_size_text" if gallery_kind == "text" else "batch_size_image"]
     gallery = encode_all(backbone, gallery_set, gallery_kind, device, gallery_batch, args.num_workers)
 

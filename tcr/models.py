@@ -144,9 +144,9 @@ def build_backbone(config: dict[str, Any], device: torch.device, options: Backbo
     """The backbone a TCR config names, on ``device`` in eval mode.
 
     ``blip``: ``BlipItc`` (``vit``, ``image_size``, ``vit_grad_ckpt``, ``vit_ckpt_layer``; projection width from
-    the file, 256 in BLIP's) loaded from ``pretrained`` (a path or one of BLIP's URLs). ``clip``: OpenAI ViT-B/16 (``options.clip_weights``), or for ``fashion_gen_detail`` the
-    fine-tuned file in ``pretrained``; fp16 on CUDA, fp32 on CPU. ``clip_reid``: the IRRA checkpoint in
-    ``pretrained`` at 384×128.
+    the file, 256 in BLIP's) loaded from ``pretrained`` (a path or one of BLIP's URLs). ``clip``: OpenAI ViT-B/16
+    (``options.clip_weights``), or for ``fashion_gen_detail`` the fine-tuned file in ``pretrained``; fp16 on CUDA,
+    fp32 on CPU. ``clip_reid``: the IRRA checkpoint in ``pretrained`` at 384×128.
     """
     options = options or BackboneOptions()
     kind = config["backbone"]

@@ -20,7 +20,7 @@ RESUME_FILE = "resume.pt"
 
 def unwrap(model: nn.Module) -> nn.Module:
     """The module inside a DistributedDataParallel (or the module itself)."""
-    return model.module if hasattr(model, "module") and isinstance(model, nn.parallel.DistributedDataParallel) else model
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
 
 def model_key(model: nn.Module) -> str:
@@ -43,7 +43,8 @@ def save_model(
     return atomic_torch_save(payload, Path(run_dir) / "saved_models" / f"{name}.pt")
 
 
-def load_model(path: PathLike, model: nn.Module, key: str | None = None, strict: bool = True, trusted: bool = False) -> dict:
+def load_model(path: PathLike, model: nn.Module, key: str | None = None, strict: bool = True,
+               trusted: bool = False) -> dict:
     """Load ``path`` (released or ours) into ``model``; returns the whole file dict (``epoch`` etc.).
 
     The model entry is ``key`` if given, else the model's class name, else the only state dict in the file.

@@ -32,7 +32,8 @@ def make_run_dir(root: PathLike, prefix: str, run_name: str | None = None, times
             candidate = base.with_name(f"{base.name}_{n}")
 
 
-def write_hyperparameters(run_dir: PathLike, params: dict[str, Any], name: str = "training_hyperparameters.json") -> Path:
+def write_hyperparameters(run_dir: PathLike, params: dict[str, Any],
+                          name: str = "training_hyperparameters.json") -> Path:
     """Write the run's parameter dict as upstream does (sorted keys, indent 4), atomically."""
     clean = {k: (str(v) if isinstance(v, Path) else v) for k, v in params.items()}
     return atomic_write_json(clean, Path(run_dir) / name, sort_keys=True, indent=4)
