@@ -3,7 +3,7 @@
 ``demo.py`` writes the synthetic datasets and tiny weights once, then calls ``run(ctx)`` of every paper folder that
 has a ``demo.py``. Each ``run`` launches the paper's real scripts as subprocesses and returns its entry of
 ``demo_out/summary.json``: ``{"command": [...], "metrics": {...}, "baseline_metrics": {...}, "outputs": {...},
-"seconds": x}``.
+"seconds": x}``, optionally with ``"clean_metrics"`` (the same model on unshifted data, for context).
 """
 from __future__ import annotations
 
@@ -20,9 +20,12 @@ class DemoContext:
     """Where the demo's inputs live.
 
     ``data``: the data root (``fashionIQ_dataset/``, ``cirr_dataset/``, ``shoes/``, ``coco/``, ``flickr/``).
-    ``weights``: tiny weights in the released formats: ``model_base.pth`` (BLIP ``{'model': sd}``),
-    ``vit_config.json`` (the tiny ViT, for ``--vit-config``), ``med_config.json`` (tiny MED), ``tokenizer/vocab.txt``,
-    ``clip_vit.pt`` and ``clip_rn.pt`` (tiny CLIP state dicts).
+    ``weights``: tiny weights in the released formats: ``model_base.pth`` (BLIP ``{'model': sd}``, random),
+    ``model_base_retrieval_coco.pth`` (BLIP retrieval layout, every ``BlipRetrieval`` key; the ITC path trained on
+    the clean synthetic COCO split ``out/source_data/`` of seed + 1, minus any image whose scene is also in
+    ``data/coco``; the ITM head is random), ``vit_config.json`` (the tiny ViT, for ``--vit-config``),
+    ``med_config.json`` (tiny MED), ``tokenizer/vocab.txt``, ``clip_vit.pt`` and ``clip_rn.pt`` (tiny CLIP state
+    dicts).
     ``out``: the demo output folder; each paper writes under ``out/<paper>/``.
     """
 
