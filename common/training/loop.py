@@ -1,0 +1,62 @@
+"""The training epoch the paper scripts share: DDP wrapping, the train loader, and one pass with AMP and logging."""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from torch.utils.data.distributed import DistributedSampler
+
+from common.dist import DistInfo, all_reduce_sum
+from common.runtime import progress
+from common.training.experiment import ExperimentTracker
+
+StepFn = Callable[[Any], tuple[torch.Tensor, dict[str, torch.Tensor], int]]
+"""``step(batch) -> (loss, named parts of the loss to log, batch size)``."""
+
+
+def data_parallel(module: nn.Module, dist: DistInfo) -> nn.Module:
+    """``module`` wrapped in DistributedDataParallel under torchrun, else unchanged."""
+    if not dist.distributed:
+        return module
+    device_ids = [dist.device.index] if dist.device.type == "cuda" else None
+    return nn.parallel.DistributedDataParallel(module, device_ids=device_ids)
+
+
+def train_loader(dataset: Dataset, batch_size: int, num_workers: int, dist: DistInfo, seed: int) -> DataLoader:
+    """Shuffled batches without the incomplete last one; under torchrun each process takes batch_size / world."""
+    if batch_size % dist.world_size:
+        raise ValueError(f"--batch-size {batch_size} is not divisible by the {dist.world_size} processes")
+    per_process = batch_size // dist.world_size
+    sampler = DistributedSampler(dataset, shuffle=True, drop_last=True, seed=seed) if dist.distributed else None
+    loader = DataLoader(dataset, batch_size=per_process, shuffle=sampler is None, sampler=sampler,
+                        num_workers=num_workers, drop_last=True, pin_memory=dist.device.type == "cuda")
+    if len(loader) == 0:
+        raise ValueError(f"the train split has {len(dataset)} samples, fewer than --batch-size {batch_size}: "
+                         "no complete batch (lower --batch-size)")
+    return loader
+
+
+def train_one_epoch(loader: DataLoader, step: StepFn, optimizer: torch.optim.Optimizer,
+                    scaler: torch.amp.GradScaler, epoch: int, device: torch.device, tracker: ExperimentTracker,
+                    desc: str) -> float:
+    """One pass over ``loader`` (progress bar on process 0); logs ``step_loss`` and ``step_loss_<part>`` per step.
+
+    Returns the epoch loss Σ loss·B / Σ B over all processes (CLIP4Cir's ``train_epoch_loss``).
+    """
+    if isinstance(loader.sampler, DistributedSampler):
+        loader.sampler.set_epoch(epoch)
+    totals = torch.zeros(2, dtype=torch.float64, device=device)
+    for index, batch in enumerate(progress(loader, desc=f"[{epoch}] {desc}")):
+        loss, parts, batch_size = step(batch)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        value = loss.item()
+        totals += torch.tensor([value * batch_size, batch_size], dtype=torch.float64, device=device)
+        tracker.log_metrics({"step_loss": value, **{f"step_loss_{name}": part.item() for name, part in parts.items()}},
+                            step=epoch * len(loader) + index)
+    totals = all_reduce_sum(totals)
+    return (totals[0] / totals[1]).item()
