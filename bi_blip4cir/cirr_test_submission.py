@@ -1,0 +1,55 @@
+"""Write the CIRR test1 submission files of a Bi-BLIP4CIR model for the CIRR evaluation server.
+
+    python bi_blip4cir/cirr_test_submission.py --submission-name bi-blip4cir --combining-function combiner \\
+        --blip-model-path tuned_blip_mean.pt --combiner-path combiner_mean.pt
+
+Writes ``<output-root>/submission/CIRR/recall_submission_<name>.json`` (top 50 of the ranking without the reference)
+and ``recall_subset_submission_<name>.json`` (top 3 among the query's group members), then checks both files.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from bi_blip4cir.engine import (add_evaluation_args, add_port_args, build_query_sets, dataset_root, encode_texts,
+                                load_evaluation_models, query_scores)
+from common.args import setup_runtime
+from common.cirr_submission import validate_cirr_submission, write_cirr_submission
+from common.dist import cleanup
+from common.metrics.cir import cirr_rankings
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--submission-name", required=True, help="name part of the two submission files")
+    add_evaluation_args(parser)
+    add_port_args(parser, num_workers=8)
+    parser.add_argument("--output-root", default=".",
+                        help="folder that receives submission/CIRR/ (default: the current folder, as upstream)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> tuple[Path, Path] | None:
+    args = build_parser().parse_args(argv)
+    dist = setup_runtime(args)
+    image_encoder, text_encoder, combine = load_evaluation_models(args, dist.device)
+    query_set, = build_query_sets("cirr", "test1", dataset_root("cirr", args.data_root), image_encoder, dist.device,
+                                  args)
+    files = None
+    if dist.is_main:
+        scores = query_scores(query_set, encode_texts(text_encoder, query_set.captions), combine).cpu()
+        recall, recall_subset = cirr_rankings(scores, query_set.reference_idx, query_set.members_idx,
+                                              query_set.gallery_names)
+        files = write_cirr_submission(Path(args.output_root) / "submission" / "CIRR", args.submission_name,
+                                      dict(zip(query_set.pairids, recall)), dict(zip(query_set.pairids, recall_subset)))
+        length = min(50, len(query_set.gallery_names) - 1)
+        for path, list_length in zip(files, (length, 3)):
+            result = validate_cirr_submission(path, query_set.pairids, list_length=list_length)
+            print(f"{path}: {result['num_queries']} queries, metric {result['metric']}")
+    cleanup()
+    return files
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

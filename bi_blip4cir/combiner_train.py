@@ -1,0 +1,164 @@
+"""Stage II of Bi-BLIP4CIR: train the CLIP4Cir Combiner on frozen BLIP features, forward and reversed.
+
+    python bi_blip4cir/combiner_train.py --dataset CIRR --blip-model-path <run>/saved_models/tuned_blip_mean.pt \\
+        --num-epochs 300 --batch-size 512 --blip-bs 32 --projection-dim 2560 --hidden-dim 5120 --combiner-lr 2e-5 \\
+        --transform targetpad --target-ratio 1.25 --save-training --save-best --validation-frequency 1
+
+Both encoders are frozen, so the train images and every query string an epoch can draw are encoded once; an epoch
+then costs only the Combiner (``--no-feature-cache`` re-encodes at every step as the original, same losses).
+Writes ``<output-root>/models/combiner_trained_on_<fiq|cirr>_BLIPImgTxt_<timestamp>/`` with the CSVs, the curves,
+``resume.pt`` and ``saved_models/combiner{|_mean|_arithmetic|_harmonic|_geometric|_last|_<epoch>}.pt``
+(``{'epoch', 'Combiner', 'optimizer_state_dict'}``).
+"""
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+from functools import partial
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from bi_blip4cir.combiner import Combiner
+from bi_blip4cir.engine import (DISPLAY_NAMES, SHORT_NAMES, FrozenImages, FrozenTexts, TripletRows, add_blip_path_args,
+                                add_combiner_dims, add_image_args, add_port_args, add_saving_args,
+                                best_checkpoint_names, build_blip_encoders, build_query_sets, caption_rng,
+                                check_feature_dim, classic_dataset, compose_captions, dataset_name, dataset_root,
+                                encode_image_table, encode_text_table, encode_texts, evaluate, load_text_encoder,
+                                possible_train_captions, preprocess_from_args, relative_dataset, save_validated,
+                                training_hyperparameters)
+from bi_blip4cir.losses import bidirectional_loss, reversed_loss_weight, stage2_logits
+from common.args import add_comet_args, add_output_args, setup_runtime
+from common.dist import DistInfo, cleanup, concat_all_gather
+from common.runtime import autocast, get_logger, grad_scaler, seed_everything
+from common.training.loop import data_parallel, train_loader, train_one_epoch
+from common.training.run import TrainingRun
+
+logger = get_logger("bi_blip4cir.combiner_train")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", type=dataset_name, required=True, help="should be either 'CIRR' or 'FashionIQ'")
+    add_comet_args(parser)
+    add_blip_path_args(parser)
+    parser.add_argument("--num-epochs", type=int, default=300, help="number of training epochs (default 300)")
+    parser.add_argument("--combiner-lr", type=float, default=2e-5, help="Combiner learning rate, Adam (default 2e-5)")
+    parser.add_argument("--batch-size", type=int, default=1024, help="triplets per step (default 1024)")
+    add_combiner_dims(parser)
+    parser.add_argument("--blip-model-path", default=None,
+                        help="stage-I text-encoder checkpoint, e.g. tuned_blip_best.pt (default: the pre-trained "
+                             "BLIP text encoder, with a warning)")
+    parser.add_argument("--blip-bs", type=int, default=32, help="batch size of BLIP image encoding (default 32)")
+    add_image_args(parser)
+    add_saving_args(parser, validation_frequency=3)
+    add_port_args(parser, num_workers=4, underscore_first=True)
+    parser.add_argument("--loss-r-weight", type=float, default=None,
+                        help="weight of the reversed loss (default: 0.5 FashionIQ, 0.1 CIRR, as the original)")
+    parser.add_argument("--no-feature-cache", action="store_true",
+                        help="encode images and captions at every step as the original (default: once, same losses)")
+    add_output_args(parser)
+    return parser
+
+
+def hyperparameters(args: argparse.Namespace, weight: float, world_size: int) -> dict:
+    """The original parameter dict (plus the settings this port adds)."""
+    keys = ("projection_dim", "hidden_dim", "num_epochs", "blip_pretrained_path", "med_config_path", "blip_model_path",
+            "combiner_lr", "batch_size", "blip_bs", "validation_frequency", "transform", "input_dim", "feature_dim",
+            "target_ratio", "save_training", "save_best", "num_workers")
+    return training_hyperparameters(args, keys, loss_r_weight=weight, world_size=world_size)
+
+
+def train_features(args: argparse.Namespace, root: Path, image_encoder: nn.Module, text_encoder: nn.Module,
+                   device: torch.device) -> tuple[FrozenImages, FrozenTexts, Dataset, int]:
+    """(image features, text features, train dataset, loader workers) of the train triplets.
+
+    By default the train images and every query string an epoch can draw are encoded once into tables, and the
+    dataset yields table rows instead of images; ``--no-feature-cache`` encodes them at every step (the original).
+    """
+    name = args.dataset
+    train_set = relative_dataset(name, root, "train", preprocess_from_args(args), args.prompt_mode)
+    if args.no_feature_cache:
+        images = FrozenImages(image_encoder, device, chunk_size=args.blip_bs)
+        return images, FrozenTexts(text_encoder), train_set, args.num_workers
+    table, names = encode_image_table(image_encoder, classic_dataset(name, root, "train", preprocess_from_args(args)),
+                                      device, args, batch_size=args.blip_bs, root=str(root), split="train")
+    strings = possible_train_captions(train_set)
+    texts = FrozenTexts(text_encoder, strings, encode_text_table(
+        text_encoder, strings, device, args, batch_size=args.blip_bs, root=str(root), prompt_mode=args.prompt_mode))
+    rows = TripletRows(train_set, {image: row for row, image in enumerate(names)})
+    return FrozenImages(image_encoder, device, table), texts, rows, 0
+
+
+def stage2_step(batch: tuple, rng: random.Random, *, name: str, images: FrozenImages, texts: FrozenTexts,
+                model: nn.Module, weight: float, dist: DistInfo,
+                amp: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor], int]:
+    """(loss, its forward and reversed parts, batch size) of one batch: frozen features, FashionIQ caption draws,
+    then the Combiner on this process's rows against the targets of all processes."""
+    reference, target = images(batch[0]), images(batch[1])
+    captions = texts(compose_captions(name, batch[2], rng))
+    reversed_captions = texts(compose_captions(name, batch[3], rng))
+    offset = dist.rank * len(captions)
+    with autocast(dist.device, amp):
+        logits = stage2_logits(model, reference, captions, reversed_captions, concat_all_gather(target), offset)
+        loss, loss_f, loss_r = bidirectional_loss(*logits, weight, offset)
+    return loss, {"forward": loss_f, "reversed": loss_r}, len(captions)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    if args.transform == "squarepad":
+        logger.warning("squarepad is not the recommended preprocessing (targetpad is)")
+    dist = setup_runtime(args)
+    device, name, amp = dist.device, args.dataset, not args.no_amp
+    weight = reversed_loss_weight("stage2", name, args.loss_r_weight)
+    root = dataset_root(name, args.data_root)
+
+    image_encoder, text_encoder = build_blip_encoders(args, device)
+    check_feature_dim(args, text_encoder)
+    if args.blip_model_path:
+        load_text_encoder(args.blip_model_path, text_encoder, args.trust_checkpoints)
+    else:
+        logger.warning("no --blip-model-path: the Combiner trains on the pre-trained BLIP text encoder")
+    text_encoder.requires_grad_(False)
+    text_encoder.eval()
+    val_sets = build_query_sets(name, "val", root, image_encoder, device, args)
+    val_texts = [encode_texts(text_encoder, query_set.captions) for query_set in val_sets]
+
+    images, texts, data, workers = train_features(args, root, image_encoder, text_encoder, device)
+    loader = train_loader(data, args.batch_size, workers, dist, args.seed)
+    seed_everything(args.seed)  # the training stream does not depend on how the features were prepared
+
+    combiner = Combiner(args.feature_dim, args.projection_dim, args.hidden_dim).to(device)
+    optimizer = torch.optim.Adam(combiner.parameters(), lr=args.combiner_lr)
+    scaler = grad_scaler(device, amp)
+    model = data_parallel(combiner, dist)
+
+    state = {"combiner": combiner, "optimizer": optimizer, "scaler": scaler}
+    run = TrainingRun(args, dist, f"combiner_trained_on_{SHORT_NAMES[name]}_BLIPImgTxt", state,
+                      hyperparameters(args, weight, dist.world_size),
+                      f"BLIP4Cir_Bi combiner_training {DISPLAY_NAMES[name]}",
+                      f"Bi-BLIP4CIR stage II on {DISPLAY_NAMES[name]}", code_dir=Path(__file__).parent)
+    best_names = best_checkpoint_names(name, "combiner", "combiner")
+
+    step = partial(stage2_step, name=name, images=images, texts=texts, model=model, weight=weight, dist=dist, amp=amp)
+    for epoch in range(run.start_epoch, args.num_epochs):
+        combiner.train()
+        loss = train_one_epoch(loader, partial(step, rng=caption_rng(args.seed, dist.rank, epoch)), optimizer,
+                               scaler, epoch, device, run.log.tracker, "stage II")
+        run.log.train(epoch, loss)
+        if epoch % args.validation_frequency == 0 and dist.is_main:
+            combiner.eval()
+            metrics = evaluate(val_sets, val_texts, combiner)
+            run.log.validation(epoch, metrics)
+            save_validated(run.dir, "combiner", best_names, run.best, epoch, metrics, combiner, optimizer, args)
+        run.end_epoch(epoch)
+    run.log.plot()
+    cleanup()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
