@@ -7,7 +7,8 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from common.data.cir import CIRRDataset, FashionIQDataset, collate_drop_none, fiq_train_caption, fiq_val_caption
+from common.data.cir import (CIRRDataset, FashionIQDataset, collate_drop_none, fiq_compositions, fiq_train_caption,
+                             fiq_val_caption)
 from common.data.images import ImageReadError, open_image
 from common.data.paths import resolve_dataset_root
 from common.data.shoes import ShoesDataset, prepare_shoes
@@ -130,6 +131,7 @@ def test_fiq_captions():
     got = [fiq_train_caption(captions, rng) for _ in range(7)]
     assert got == ["Is red and Has A Logo", "Has a logo and is red", "Is red", "Has a logo",
                    "Has a logo", "Has a logo", "Has a logo"]  # exact .25/.5/.75 fall through to "C2"
+    assert fiq_compositions(captions) == ("Is red and Has A Logo", "Has a logo and is red", "Is red", "Has a logo")
     assert fiq_val_caption(captions) == "Is red and Has A Logo"
     assert fiq_val_caption(["?shiny, ", ". Longer"]) == "Shiny and Longer"
 

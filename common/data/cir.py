@@ -54,27 +54,36 @@ def _keep_caption(text: str, forward: bool) -> str:
     return text
 
 
+def fiq_compositions(captions: Sequence[str]) -> tuple[str, str, str, str]:
+    """The four FashionIQ queries of a caption pair: "C1 and c2", "C2 and c1", "C1", "C2".
+
+    Captions lose ``.?, `` at both ends; the first word of each query is ``str.capitalize()``-d.
+    """
+    first, second = (caption.strip(".?, ") for caption in captions)
+    return (f"{first.capitalize()} and {second}", f"{second.capitalize()} and {first}", first.capitalize(),
+            second.capitalize())
+
+
 def fiq_train_caption(captions: Sequence[str], rng: random.Random) -> str:
     """Compose one FashionIQ training query from its two captions with a single ``rng.random()`` draw.
 
     u < .25: "C1 and c2"; .25 < u < .5: "C2 and c1"; .5 < u < .75: "C1"; otherwise "C2" (so exactly .25, .5 and
-    .75 give "C2", as upstream). Captions lose ``.?, `` at both ends; the first is ``str.capitalize()``-d.
+    .75 give "C2", as upstream); see ``fiq_compositions``.
     """
-    first, second = (caption.strip(".?, ") for caption in captions)
+    both, swapped, first, second = fiq_compositions(captions)
     draw = rng.random()
     if draw < 0.25:
-        return f"{first.capitalize()} and {second}"
+        return both
     if 0.25 < draw < 0.5:
-        return f"{second.capitalize()} and {first}"
+        return swapped
     if 0.5 < draw < 0.75:
-        return first.capitalize()
-    return second.capitalize()
+        return first
+    return second
 
 
 def fiq_val_caption(captions: Sequence[str]) -> str:
     """The deterministic FashionIQ validation/test query "C1 and c2"."""
-    first, second = (caption.strip(".?, ") for caption in captions)
-    return f"{first.capitalize()} and {second}"
+    return fiq_compositions(captions)[0]
 
 
 def collate_drop_none(batch: list[Any]) -> Any:
