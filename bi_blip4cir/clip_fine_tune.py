@@ -20,11 +20,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from bi_blip4cir.engine import (DISPLAY_NAMES, SHORT_NAMES, TEXT_ENCODER_KEY, FrozenImages, TripletRows,
-                                add_blip_path_args, add_image_args, add_port_args, add_saving_args,
-                                best_checkpoint_names, build_blip_encoders, build_query_sets, caption_rng,
-                                classic_dataset, compose_captions, dataset_name, dataset_root, encode_image_table,
-                                encode_texts, evaluate, preprocess_from_args, relative_dataset, save_validated,
+from bi_blip4cir.engine import (DISPLAY_NAMES, SHORT_NAMES, TEXT_ENCODER_KEY, FrozenImages, add_blip_path_args,
+                                add_image_args, add_port_args, add_saving_args, best_checkpoint_names,
+                                build_blip_encoders, build_query_sets, caption_rng, compose_captions, dataset_name,
+                                dataset_root, encode_texts, evaluate, save_validated, train_triplets,
                                 training_hyperparameters)
 from bi_blip4cir.losses import bidirectional_loss, reversed_loss_weight, stage1_logits, sum_fusion
 from common.args import add_comet_args, add_output_args, setup_runtime
@@ -95,7 +94,6 @@ def main(argv: list[str] | None = None) -> None:
     device, name, amp = dist.device, args.dataset, not args.no_amp
     weight = reversed_loss_weight("stage1", name, args.loss_r_weight)
     root = dataset_root(name, args.data_root)
-    preprocess = preprocess_from_args(args)
 
     image_encoder, text_encoder = build_blip_encoders(args, device)
     for parameter_name, parameter in text_encoder.named_parameters():
@@ -103,14 +101,7 @@ def main(argv: list[str] | None = None) -> None:
             parameter.requires_grad_(False)  # never run in text mode; AdamW skips them anyway
     val_sets = build_query_sets(name, "val", root, image_encoder, device, args)
 
-    train_set = relative_dataset(name, root, "train", preprocess, args.prompt_mode)
-    if args.no_feature_cache:
-        images, data, workers = FrozenImages(image_encoder, device), train_set, args.num_workers
-    else:
-        table, names = encode_image_table(image_encoder, classic_dataset(name, root, "train", preprocess), device,
-                                          args, root=str(root), split="train")
-        images, workers = FrozenImages(image_encoder, device, table), 0
-        data = TripletRows(train_set, {image: row for row, image in enumerate(names)})
+    _, images, data, workers = train_triplets(args, root, image_encoder, device)
     loader = train_loader(data, args.batch_size, workers, dist, args.seed)
     seed_everything(args.seed)  # the training stream does not depend on how the features were prepared
 

@@ -23,13 +23,12 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from bi_blip4cir.combiner import Combiner
-from bi_blip4cir.engine import (DISPLAY_NAMES, SHORT_NAMES, FrozenImages, FrozenTexts, TripletRows, add_blip_path_args,
+from bi_blip4cir.engine import (DISPLAY_NAMES, SHORT_NAMES, FrozenImages, FrozenTexts, add_blip_path_args,
                                 add_combiner_dims, add_image_args, add_port_args, add_saving_args,
                                 best_checkpoint_names, build_blip_encoders, build_query_sets, caption_rng,
-                                check_feature_dim, classic_dataset, compose_captions, dataset_name, dataset_root,
-                                encode_image_table, encode_text_table, encode_texts, evaluate, load_text_encoder,
-                                possible_train_captions, preprocess_from_args, relative_dataset, save_validated,
-                                training_hyperparameters)
+                                check_feature_dim, compose_captions, dataset_name, dataset_root, encode_text_table,
+                                encode_texts, evaluate, load_text_encoder, possible_train_captions, save_validated,
+                                train_triplets, training_hyperparameters)
 from bi_blip4cir.losses import bidirectional_loss, reversed_loss_weight, stage2_logits
 from common.args import add_comet_args, add_output_args, setup_runtime
 from common.dist import DistInfo, cleanup, concat_all_gather
@@ -76,21 +75,16 @@ def train_features(args: argparse.Namespace, root: Path, image_encoder: nn.Modul
                    device: torch.device) -> tuple[FrozenImages, FrozenTexts, Dataset, int]:
     """(image features, text features, train dataset, loader workers) of the train triplets.
 
-    By default the train images and every query string an epoch can draw are encoded once into tables, and the
-    dataset yields table rows instead of images; ``--no-feature-cache`` encodes them at every step (the original).
+    By default the train images (``train_triplets``) and every query string an epoch can draw are encoded once
+    into tables; ``--no-feature-cache`` encodes them at every step (the original).
     """
-    name = args.dataset
-    train_set = relative_dataset(name, root, "train", preprocess_from_args(args), args.prompt_mode)
+    train_set, images, data, workers = train_triplets(args, root, image_encoder, device, batch_size=args.blip_bs)
     if args.no_feature_cache:
-        images = FrozenImages(image_encoder, device, chunk_size=args.blip_bs)
-        return images, FrozenTexts(text_encoder), train_set, args.num_workers
-    table, names = encode_image_table(image_encoder, classic_dataset(name, root, "train", preprocess_from_args(args)),
-                                      device, args, batch_size=args.blip_bs, root=str(root), split="train")
+        return images, FrozenTexts(text_encoder), data, workers
     strings = possible_train_captions(train_set)
     texts = FrozenTexts(text_encoder, strings, encode_text_table(
         text_encoder, strings, device, args, batch_size=args.blip_bs, root=str(root), prompt_mode=args.prompt_mode))
-    rows = TripletRows(train_set, {image: row for row, image in enumerate(names)})
-    return FrozenImages(image_encoder, device, table), texts, rows, 0
+    return images, texts, data, workers
 
 
 def stage2_step(batch: tuple, rng: random.Random, *, name: str, images: FrozenImages, texts: FrozenTexts,

@@ -29,7 +29,8 @@ from bi_blip4cir.prompts import PROMPT_MODES, marker_hook
 from common.args import add_blip_args, add_runtime_args, vit_config_from_arg
 from common.blip import BlipImageEncoder, BlipTextEncoder, MedConfig, build_blip_tokenizer, load_blip_checkpoint
 from common.blip.checkpoint import BLIP_SHA1
-from common.data.cir import CIRRDataset, FashionIQDataset, fiq_train_caption, fiq_val_caption
+from common.data.cir import (CIRRDataset, FashionIQDataset, fiq_compositions, fiq_train_caption,
+                             fiq_val_caption)
 from common.data.paths import LAYOUTS, resolve_dataset_root
 from common.features import checkpoint_fingerprint, extract_features
 from common.io import CheckpointError, PathLike, is_url, load_torch_file, resolve_weights
@@ -226,8 +227,6 @@ def load_evaluation_models(args: argparse.Namespace, device: torch.device) -> tu
     return image_encoder, text_encoder.eval(), combining_function(args, device)
 
 
-
-
 # ------------------------------------------------------------------------------------------------------------- data
 
 
@@ -272,16 +271,6 @@ def caption_rng(seed: int, rank: int, epoch: int) -> random.Random:
     return random.Random(f"{seed}:{rank}:{epoch}")
 
 
-class _FixedDraw:
-    """A stand-in RNG whose ``random()`` always returns ``value`` (to enumerate the FashionIQ compositions)."""
-
-    def __init__(self, value: float):
-        self.value = value
-
-    def random(self) -> float:
-        return self.value
-
-
 def possible_train_captions(dataset: Dataset) -> list[str]:
     """Every query string a training epoch can draw, forward and backward, without repeats (stage-II text table)."""
     strings: dict[str, None] = {}
@@ -289,7 +278,7 @@ def possible_train_captions(dataset: Dataset) -> list[str]:
         _, _, forward, backward = triplet_fields(dataset, index)
         for captions in (forward, backward):
             if isinstance(dataset, FashionIQDataset):
-                strings.update({fiq_train_caption(captions, _FixedDraw(u)): None for u in (0.1, 0.3, 0.6, 0.9)})
+                strings.update(dict.fromkeys(fiq_compositions(captions)))
             else:
                 strings[captions] = None
     return list(strings)
@@ -321,8 +310,6 @@ class TripletRows(Dataset):
     def __getitem__(self, index: int) -> tuple:
         reference, target, forward, backward = triplet_fields(self.dataset, index)
         return self.rows[reference], self.rows[target], forward, backward
-
-
 
 
 # -------------------------------------------------------------------------------------------------- frozen features
@@ -398,6 +385,24 @@ class FrozenTexts:
         if self.table is None:
             return self.encoder(list(texts))
         return self.table[torch.tensor([self.rows[text] for text in texts], device=self.table.device)]
+
+
+def train_triplets(args: argparse.Namespace, root: Path, image_encoder: nn.Module, device: torch.device,
+                   batch_size: int = EXTRACT_BATCH_SIZE) -> tuple[Dataset, FrozenImages, Dataset, int]:
+    """(train triplets, their image features, the dataset to load, loader workers) of both training stages.
+
+    By default the train images are encoded once (``batch_size`` at a time) into a table and the loader yields
+    table rows (``TripletRows``) without workers; ``--no-feature-cache`` loads the images and encodes them at every
+    step in chunks of ``batch_size``, as the original.
+    """
+    preprocess = preprocess_from_args(args)
+    train_set = relative_dataset(args.dataset, root, "train", preprocess, args.prompt_mode)
+    if args.no_feature_cache:
+        return train_set, FrozenImages(image_encoder, device, chunk_size=batch_size), train_set, args.num_workers
+    table, names = encode_image_table(image_encoder, classic_dataset(args.dataset, root, "train", preprocess), device,
+                                      args, batch_size=batch_size, root=str(root), split="train")
+    rows = TripletRows(train_set, {image: row for row, image in enumerate(names)})
+    return train_set, FrozenImages(image_encoder, device, table), rows, 0
 
 
 # ------------------------------------------------------------------------------------------------------- evaluation
