@@ -126,10 +126,11 @@ def main() -> None:
             setup = SETUPS[name]
             device = torch.device("cuda" if name.endswith("cuda") else "cpu")
             encoders = build_encoders(setup, Path(tmp) / "vocab", device)
-            for batch_size in args.batch_sizes or setup["batch_sizes"]:
+            batch_sizes = args.batch_sizes or setup["batch_sizes"]
+            rate = validation_rate(script_args(data, setup, batch_sizes[0], True, device), encoders, device)
+            for batch_size in batch_sizes:
                 runs = {mode: stage2_epochs(script_args(data, setup, batch_size, mode == "cached", device),
                                             encoders, device, args.epochs) for mode in ("cached", "re-encoding")}
-                rate = validation_rate(script_args(data, setup, batch_size, True, device), encoders, device)
                 cached, encoded = (min(runs[mode]["epoch_seconds"]) for mode in ("cached", "re-encoding"))
                 loss_gap = max(abs(a - b) / abs(b) for a, b in zip(runs["cached"]["losses"],
                                                                    runs["re-encoding"]["losses"]))

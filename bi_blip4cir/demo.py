@@ -12,6 +12,7 @@ galleries hold fewer than 50 images, so it is always 100.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -33,15 +34,20 @@ STAGE2 = {"fiq": ["--num-epochs", "10", "--batch-size", "32"], "cirr": ["--num-e
 BEST = {"fiq": ("tuned_blip_best.pt", "combiner.pt"), "cirr": ("tuned_blip_mean.pt", "combiner_mean.pt")}
 
 
-def model_args(ctx: DemoContext) -> list[str]:
-    """Flags that point the scripts at the synthetic data and the tiny BLIP, on CPU without loader workers.
-
-    The image size and the feature width are read from the tiny checkpoint (position grid, ``vision_proj``).
-    """
-    weights = ctx.weights
+@functools.cache
+def tiny_sizes(weights: Path) -> tuple[int, int]:
+    """(image size, feature width) of the tiny BLIP in ``weights``, read once from its position grid and
+    ``vision_proj``."""
     state = load_torch_file(weights / "model_base.pth")["model"]
     patch = read_json(weights / "vit_config.json")["patch_size"]
     image_size = math.isqrt(state["visual_encoder.pos_embed"].shape[1] - 1) * patch
+    return image_size, state["vision_proj.weight"].shape[0]
+
+
+def model_args(ctx: DemoContext) -> list[str]:
+    """Flags that point the scripts at the synthetic data and the tiny BLIP, on CPU without loader workers."""
+    weights = ctx.weights
+    image_size, _ = tiny_sizes(weights)
     return ["--data-root", str(ctx.data), "--blip-pretrained-path", str(weights / "model_base.pth"),
             "--med-config-path", str(weights / "med_config.json"), "--vit-config", str(weights / "vit_config.json"),
             "--tokenizer", str(weights / "tokenizer"), "--input-dim", str(image_size), "--num-workers", "0",
@@ -50,7 +56,7 @@ def model_args(ctx: DemoContext) -> list[str]:
 
 def combiner_args(ctx: DemoContext) -> list[str]:
     """A small Combiner on the tiny checkpoint's feature width."""
-    width = load_torch_file(ctx.weights / "model_base.pth")["model"]["vision_proj.weight"].shape[0]
+    _, width = tiny_sizes(ctx.weights)
     return ["--feature-dim", str(width), "--projection-dim", "64", "--hidden-dim", "128"]
 
 
