@@ -19,8 +19,11 @@ from pathlib import Path
 import torch
 
 from bi_blip4cir import combiner_train
-from bi_blip4cir.combiner import Combiner
-from bi_blip4cir.engine import build_query_sets, caption_rng, dataset_root, encode_texts, evaluate
+from bi_blip4cir.engine import build_query_sets
+from common.cir.combiner import Combiner
+from common.cir.data import caption_rng, dataset_root
+from common.cir.evaluation import evaluate_composed
+from common.cir.frozen import encode_texts
 from bi_blip4cir.losses import reversed_loss_weight
 from common.blip import BlipImageEncoder, BlipTextEncoder, MedConfig, ViTConfig, build_blip_tokenizer
 from common.blip.tiny import tiny_med_config, write_tiny_vocab
@@ -97,7 +100,7 @@ def validation_rate(args: argparse.Namespace, encoders: tuple, device: torch.dev
     combine = Combiner(args.feature_dim, args.projection_dim, args.hidden_dim).to(device).eval()
     start = time.perf_counter()
     for _ in range(repeats):
-        evaluate(query_sets, [encode_texts(text_encoder, s.captions) for s in query_sets], combine)
+        evaluate_composed(query_sets, [encode_texts(text_encoder, s.captions) for s in query_sets], combine)
     return repeats * sum(len(s.captions) for s in query_sets) / (time.perf_counter() - start)
 
 

@@ -12,9 +12,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from bi_blip4cir.engine import (add_evaluation_args, add_port_args, build_query_sets, dataset_root, encode_texts,
-                                load_evaluation_models, query_scores)
+from bi_blip4cir.engine import add_evaluation_args, add_port_args, build_query_sets, load_evaluation_models
 from common.args import setup_runtime
+from common.cir.data import dataset_root
+from common.cir.evaluation import query_scores
+from common.cir.frozen import encode_texts
 from common.cirr_submission import validate_cirr_submission, write_cirr_submission
 from common.dist import cleanup
 from common.metrics.cir import cirr_rankings

@@ -20,13 +20,15 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from bi_blip4cir.engine import (DISPLAY_NAMES, SHORT_NAMES, TEXT_ENCODER_KEY, FrozenImages, add_blip_path_args,
-                                add_image_args, add_port_args, add_saving_args, best_checkpoint_names,
-                                build_blip_encoders, build_query_sets, caption_rng, compose_captions, dataset_name,
-                                dataset_root, encode_texts, evaluate, save_validated, train_triplets,
-                                training_hyperparameters)
+from bi_blip4cir.engine import (DISPLAY_NAMES, SHORT_NAMES, TEXT_ENCODER_KEY, add_blip_path_args, add_image_args,
+                                add_port_args, add_saving_args, build_blip_encoders, build_query_sets, dataset_name,
+                                train_triplets, training_hyperparameters)
 from bi_blip4cir.losses import bidirectional_loss, reversed_loss_weight, stage1_logits, sum_fusion
 from common.args import add_comet_args, add_output_args, setup_runtime
+from common.cir.data import caption_rng, compose_captions, dataset_root
+from common.cir.evaluation import evaluate_composed
+from common.cir.frozen import FrozenImages, encode_texts
+from common.cir.selection import best_checkpoint_names, save_validated
 from common.dist import DistInfo, cleanup, concat_all_gather
 from common.runtime import autocast, grad_scaler, seed_everything
 from common.training.lr import cosine_lr_schedule
@@ -131,7 +133,7 @@ def main(argv: list[str] | None = None) -> None:
         run.log.train(epoch, loss)
         if epoch % args.validation_frequency == 0 and dist.is_main:
             text_encoder.eval()
-            metrics = evaluate(val_sets, [encode_texts(text_encoder, s.captions) for s in val_sets], sum_fusion)
+            metrics = evaluate_composed(val_sets, [encode_texts(text_encoder, s.captions) for s in val_sets], sum_fusion)
             run.log.validation(epoch, metrics)
             save_validated(run.dir, "tuned_blip", best_names, run.best, epoch, metrics, text_encoder, optimizer, args,
                            key=TEXT_ENCODER_KEY)

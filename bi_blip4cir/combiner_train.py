@@ -22,15 +22,17 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from bi_blip4cir.combiner import Combiner
-from bi_blip4cir.engine import (DISPLAY_NAMES, SHORT_NAMES, FrozenImages, FrozenTexts, add_blip_path_args,
-                                add_combiner_dims, add_image_args, add_port_args, add_saving_args,
-                                best_checkpoint_names, build_blip_encoders, build_query_sets, caption_rng,
-                                check_feature_dim, compose_captions, dataset_name, dataset_root, encode_text_table,
-                                encode_texts, evaluate, load_text_encoder, possible_train_captions, save_validated,
-                                train_triplets, training_hyperparameters)
+from bi_blip4cir.engine import (DISPLAY_NAMES, SHORT_NAMES, add_blip_path_args, add_combiner_dims, add_image_args,
+                                add_port_args, add_saving_args, build_blip_encoders, build_query_sets,
+                                check_feature_dim, dataset_name, encode_text_table, load_text_encoder, train_triplets,
+                                training_hyperparameters)
 from bi_blip4cir.losses import bidirectional_loss, reversed_loss_weight, stage2_logits
 from common.args import add_comet_args, add_output_args, setup_runtime
+from common.cir.combiner import Combiner
+from common.cir.data import caption_rng, compose_captions, dataset_root, possible_train_captions
+from common.cir.evaluation import evaluate_composed
+from common.cir.frozen import FrozenImages, FrozenTexts, encode_texts
+from common.cir.selection import best_checkpoint_names, save_validated
 from common.dist import DistInfo, cleanup, concat_all_gather
 from common.runtime import autocast, get_logger, grad_scaler, seed_everything
 from common.training.loop import data_parallel, train_loader, train_one_epoch
@@ -146,7 +148,7 @@ def main(argv: list[str] | None = None) -> None:
         run.log.train(epoch, loss)
         if epoch % args.validation_frequency == 0 and dist.is_main:
             combiner.eval()
-            metrics = evaluate(val_sets, val_texts, combiner)
+            metrics = evaluate_composed(val_sets, val_texts, combiner)
             run.log.validation(epoch, metrics)
             save_validated(run.dir, "combiner", best_names, run.best, epoch, metrics, combiner, optimizer, args)
         run.end_epoch(epoch)

@@ -1,6 +1,6 @@
-"""What the four Bi-BLIP4CIR scripts share: flags, BLIP encoders, datasets, frozen-feature tables, the validation
-loop and checkpoint selection. One implementation serves FashionIQ and CIRR; the training epoch and the run folder
-are ``common.training``'s.
+"""What the four Bi-BLIP4CIR scripts share: flags, the BLIP encoders, the marked datasets and the BLIP feature
+tables. The CLIP4Cir parts (datasets, frozen-feature tables, the validation loop, checkpoint selection, the Combiner)
+are ``common.cir``'s, the training epoch and the run folder ``common.training``'s.
 
 Frozen features. The image encoder never trains, and in stage II the text encoder is frozen too, so their outputs
 are computed once (``FrozenImages`` / ``FrozenTexts`` with a table) instead of at every step as the original does.
@@ -11,46 +11,39 @@ from __future__ import annotations
 
 import argparse
 import functools
-import math
-import os
-import random
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
-from bi_blip4cir.combiner import Combiner
 from bi_blip4cir.losses import sum_fusion
 from bi_blip4cir.prompts import PROMPT_MODES, marker_hook
 from common.args import add_blip_args, add_runtime_args, vit_config_from_arg
 from common.blip import BlipImageEncoder, BlipTextEncoder, MedConfig, build_blip_tokenizer, load_blip_checkpoint
 from common.blip.checkpoint import BLIP_SHA1
-from common.data.cir import (CIRRDataset, FashionIQDataset, fiq_compositions, fiq_train_caption,
-                             fiq_val_caption)
-from common.data.paths import LAYOUTS, resolve_dataset_root
+from common.cir import data as cir_data
+from common.cir import evaluation as cir_evaluation
+from common.cir.combiner import Combiner
+from common.cir.data import FIQ_DRESS_TYPES, TripletRows, classic_dataset
+from common.cir.evaluation import Combine, QuerySet
+from common.cir.frozen import FrozenImages
 from common.features import checkpoint_fingerprint, extract_features
 from common.io import CheckpointError, PathLike, is_url, load_torch_file, resolve_weights
-from common.metrics.cir import cirr_recalls, fiq_recalls, fiq_summary, index_of
 from common.runtime import get_logger
-from common.training.checkpoint import load_model, save_model
+from common.training.checkpoint import load_model
 from common.transforms import build_preprocess
 
 logger = get_logger(__name__)
 
 TEXT_ENCODER_KEY = "BLIPTextEncoder"
 TEXT_MAX_LENGTH = 77
-FIQ_DRESS_TYPES = ["dress", "toptee", "shirt"]
 SHORT_NAMES = {"fashioniq": "fiq", "cirr": "cirr"}
 DISPLAY_NAMES = {"fashioniq": "FashionIQ", "cirr": "CIRR"}
 DEFAULT_MED_CONFIG = "src/blip_modules/med_config.json"
 TRANSFORMS = ("targetpad", "squarepad")
 EXTRACT_BATCH_SIZE = 32
-
-Combine = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 # ------------------------------------------------------------------------------------------------------------ flags
 
@@ -230,13 +223,6 @@ def load_evaluation_models(args: argparse.Namespace, device: torch.device) -> tu
 # ------------------------------------------------------------------------------------------------------------- data
 
 
-def dataset_root(name: str, data_root: PathLike | None) -> Path:
-    """``--data-root``, else the dataset's environment variables, else the current folder (the original layout)."""
-    if data_root is None and not any(os.environ.get(variable) for variable in LAYOUTS[name].env):
-        data_root = "."
-    return resolve_dataset_root(name, data_root)
-
-
 def preprocess_from_args(args: argparse.Namespace) -> Callable:
     return build_preprocess(args.transform, args.input_dim, args.target_ratio)
 
@@ -244,72 +230,8 @@ def preprocess_from_args(args: argparse.Namespace) -> Callable:
 def relative_dataset(name: str, root: Path, split: str, preprocess: Callable, prompt_mode: str,
                      dress_types: Sequence[str] = FIQ_DRESS_TYPES) -> Dataset:
     """Triplets with the direction markers; train items carry the backward captions too."""
-    hook = marker_hook(prompt_mode)
-    if name == "fashioniq":
-        return FashionIQDataset(root, split, dress_types, "relative", preprocess, hook, return_reverse=True)
-    return CIRRDataset(root, split, "relative", preprocess, hook, return_reverse=True)
-
-
-def classic_dataset(name: str, root: Path, split: str, preprocess: Callable,
-                    dress_types: Sequence[str] = FIQ_DRESS_TYPES) -> Dataset:
-    """(image name, image) over a split's images."""
-    if name == "fashioniq":
-        return FashionIQDataset(root, split, dress_types, "classic", preprocess)
-    return CIRRDataset(root, split, "classic", preprocess)
-
-
-def compose_captions(name: str, captions: Sequence, rng: random.Random) -> list[str]:
-    """The query strings of a collated batch: FashionIQ draws one of four compositions of the two captions per
-    triplet (``fiq_train_caption``); CIRR uses its caption as is."""
-    if name == "fashioniq":
-        return [fiq_train_caption(pair, rng) for pair in zip(*captions)]
-    return list(captions)
-
-
-def caption_rng(seed: int, rank: int, epoch: int) -> random.Random:
-    """The generator of the FashionIQ caption draws of one epoch on one process (so a resumed run draws the same)."""
-    return random.Random(f"{seed}:{rank}:{epoch}")
-
-
-def possible_train_captions(dataset: Dataset) -> list[str]:
-    """Every query string a training epoch can draw, forward and backward, without repeats (stage-II text table)."""
-    strings: dict[str, None] = {}
-    for index in range(len(dataset.triplets)):
-        _, _, forward, backward = triplet_fields(dataset, index)
-        for captions in (forward, backward):
-            if isinstance(dataset, FashionIQDataset):
-                strings.update(dict.fromkeys(fiq_compositions(captions)))
-            else:
-                strings[captions] = None
-    return list(strings)
-
-
-def triplet_fields(dataset: Dataset, index: int) -> tuple[str, str, Any, Any]:
-    """(reference name, target name, forward captions, backward captions) of a train triplet, without images."""
-    triplet, hook = dataset.triplets[index], dataset.caption_hook
-    if isinstance(dataset, FashionIQDataset):
-        captions = triplet["captions"]
-        return (triplet["candidate"], triplet["target"], [hook(c, True) for c in captions],
-                [hook(c, False) for c in captions])
-    caption = triplet["caption"]
-    return triplet["reference"], triplet["target_hard"], hook(caption, True), hook(caption, False)
-
-
-class TripletRows(Dataset):
-    """Train triplets as rows of an image-feature table: (reference row, target row, forward, backward captions).
-
-    Collated exactly like the image dataset it wraps, so the two kinds of batches differ only in the image fields.
-    """
-
-    def __init__(self, dataset: Dataset, rows: dict[str, int]):
-        self.dataset, self.rows = dataset, rows
-
-    def __len__(self) -> int:
-        return len(self.dataset.triplets)
-
-    def __getitem__(self, index: int) -> tuple:
-        reference, target, forward, backward = triplet_fields(self.dataset, index)
-        return self.rows[reference], self.rows[target], forward, backward
+    return cir_data.relative_dataset(name, root, split, preprocess, marker_hook(prompt_mode), dress_types,
+                                     return_reverse=True)
 
 
 # -------------------------------------------------------------------------------------------------- frozen features
@@ -351,42 +273,6 @@ def encode_text_table(text_encoder: nn.Module, texts: Sequence[str], device: tor
     return features
 
 
-@torch.no_grad()
-def encode_texts(text_encoder: nn.Module, texts: Sequence[str], batch_size: int = EXTRACT_BATCH_SIZE) -> torch.Tensor:
-    """Raw text features [S, D] in this process only, fp32."""
-    return torch.cat([text_encoder(list(texts[i:i + batch_size])).float() for i in range(0, len(texts), batch_size)])
-
-
-class FrozenImages:
-    """Image features of a batch field: rows of a precomputed ``table``, or (``table=None``) the frozen encoder run
-    on the images in chunks of ``chunk_size``, as the original does at every step."""
-
-    def __init__(self, encoder: nn.Module, device: torch.device, table: torch.Tensor | None = None,
-                 chunk_size: int = EXTRACT_BATCH_SIZE):
-        self.encoder, self.device, self.table, self.chunk_size = encoder, device, table, chunk_size
-
-    @torch.no_grad()
-    def __call__(self, field: torch.Tensor) -> torch.Tensor:
-        field = field.to(self.device, non_blocking=True)
-        if self.table is not None:
-            return self.table[field]
-        return torch.cat([self.encoder(chunk) for chunk in field.split(self.chunk_size)])
-
-
-class FrozenTexts:
-    """Text features of a list of strings from a precomputed table, or (no table) the frozen encoder in one call."""
-
-    def __init__(self, encoder: nn.Module, texts: Sequence[str] | None = None, table: torch.Tensor | None = None):
-        self.encoder, self.table = encoder, table
-        self.rows = {text: row for row, text in enumerate(texts or [])}
-
-    @torch.no_grad()
-    def __call__(self, texts: Sequence[str]) -> torch.Tensor:
-        if self.table is None:
-            return self.encoder(list(texts))
-        return self.table[torch.tensor([self.rows[text] for text in texts], device=self.table.device)]
-
-
 def train_triplets(args: argparse.Namespace, root: Path, image_encoder: nn.Module, device: torch.device,
                    batch_size: int = EXTRACT_BATCH_SIZE) -> tuple[Dataset, FrozenImages, Dataset, int]:
     """(train triplets, their image features, the dataset to load, loader workers) of both training stages.
@@ -408,92 +294,15 @@ def train_triplets(args: argparse.Namespace, root: Path, image_encoder: nn.Modul
 # ------------------------------------------------------------------------------------------------------- evaluation
 
 
-@dataclass
-class QuerySet:
-    """One evaluation split: its gallery features and its queries as gallery rows.
-
-    ``name`` is the FashionIQ dress type or ``'cirr'``; targets are absent on CIRR test1, members on FashionIQ.
-    """
-
-    name: str
-    gallery: torch.Tensor
-    gallery_names: list[str]
-    reference_idx: torch.Tensor
-    captions: list[str]
-    target_idx: torch.Tensor | None = None
-    members_idx: torch.Tensor | None = None
-    pairids: list[int] | None = None
-
-
 def build_query_sets(name: str, split: str, root: Path, image_encoder: nn.Module, device: torch.device,
                      args: argparse.Namespace) -> list[QuerySet]:
-    """Gallery features (computed once, collective) and marked queries: one set per FashionIQ dress type in the
-    original order (dress, toptee, shirt), or one CIRR set. FashionIQ queries use the fixed "C1 and c2" caption."""
+    """Gallery features (computed once, collective) and marked queries of a split (``common.cir``'s query sets)."""
     preprocess = preprocess_from_args(args)
-    groups = [[dress_type] for dress_type in FIQ_DRESS_TYPES] if name == "fashioniq" else [()]
-    query_sets = []
-    for dress_types in groups:
-        gallery, names = encode_image_table(image_encoder, classic_dataset(name, root, split, preprocess, dress_types),
-                                            device, args, root=str(root), split=split, dress_types=dress_types)
-        queries = relative_dataset(name, root, split, preprocess, args.prompt_mode, dress_types)
-        items = [queries[index] for index in range(len(queries))]
-        if name == "fashioniq":
-            references, targets, captions = zip(*items)
-            query_sets.append(QuerySet(dress_types[0], gallery, names, index_of(references, names),
-                                       [fiq_val_caption(pair) for pair in captions],
-                                       target_idx=index_of(targets, names)))
-        elif split == "test1":
-            pairids, references, captions, members = zip(*items)
-            query_sets.append(QuerySet("cirr", gallery, names, index_of(references, names), list(captions),
-                                       members_idx=index_of(members, names), pairids=list(pairids)))
-        else:
-            references, targets, captions, members = zip(*items)
-            query_sets.append(QuerySet("cirr", gallery, names, index_of(references, names), list(captions),
-                                       target_idx=index_of(targets, names), members_idx=index_of(members, names)))
-    return query_sets
 
+    def encode_gallery(dress_types: Sequence[str]) -> tuple[torch.Tensor, list[str]]:
+        gallery = classic_dataset(name, root, split, preprocess, dress_types or FIQ_DRESS_TYPES)
+        return encode_image_table(image_encoder, gallery, device, args, root=str(root), split=split,
+                                  dress_types=tuple(dress_types))
 
-@torch.no_grad()
-def query_scores(query_set: QuerySet, text_features: torch.Tensor, combine: Combine) -> torch.Tensor:
-    """[Q, N] cosine scores of the normalised compositions against the normalised gallery."""
-    references = query_set.gallery[query_set.reference_idx.to(query_set.gallery.device)]
-    predicted = F.normalize(combine(references, text_features.to(references.device)).float(), dim=-1)
-    return predicted @ F.normalize(query_set.gallery, dim=-1).T
-
-
-@torch.no_grad()
-def evaluate(query_sets: Sequence[QuerySet], text_features: Sequence[torch.Tensor], combine: Combine) -> dict:
-    """Validation metrics with the original keys: per-category FashionIQ recalls and averages, or the CIRR recalls
-    and means. ``text_features[i]`` encodes ``query_sets[i].captions``."""
-    if query_sets[0].name == "cirr":
-        query_set = query_sets[0]
-        scores = query_scores(query_set, text_features[0], combine).cpu()
-        return cirr_recalls(scores, query_set.reference_idx, query_set.target_idx, query_set.members_idx)
-    return fiq_summary({query_set.name: fiq_recalls(query_scores(query_set, features, combine).cpu(),
-                                                    query_set.target_idx)
-                        for query_set, features in zip(query_sets, text_features)})
-
-
-# ------------------------------------------------------------------------------------------- runs and checkpoints
-
-
-def best_checkpoint_names(name: str, prefix: str, fiq_best: str) -> dict[str, str]:
-    """Metric -> file name of the original best checkpoints (FashionIQ: one file; CIRR: four)."""
-    if name == "fashioniq":
-        return {"average_recall": fiq_best}
-    return {"mean(R@5+R_s@1)": f"{prefix}_mean", "arithmetic_mean": f"{prefix}_arithmetic",
-            "harmonic_mean": f"{prefix}_harmonic", "geometric_mean": f"{prefix}_geometric"}
-
-
-def save_validated(run_dir: Path, prefix: str, best_names: dict[str, str], best: dict[str, float], epoch: int,
-                   metrics: dict[str, float], model: nn.Module, optimizer: torch.optim.Optimizer,
-                   args: argparse.Namespace, key: str | None = None) -> None:
-    """Update ``best`` (strictly greater wins) and write the original files: with ``--save-training``,
-    ``<prefix>_last`` and either the improved best files (``--save-best``) or ``<prefix>_<epoch>``."""
-    improved = [metric for metric in best_names if metrics[metric] > best.get(metric, -math.inf)]
-    best.update({metric: metrics[metric] for metric in improved})
-    if not args.save_training:
-        return
-    names = [best_names[metric] for metric in improved] if args.save_best else [f"{prefix}_{epoch}"]
-    for file_name in [*names, f"{prefix}_last"]:
-        save_model(file_name, epoch, model, run_dir, optimizer, key=key)
+    return cir_evaluation.build_query_sets(name, split, encode_gallery, lambda dress_types: relative_dataset(
+        name, root, split, preprocess, args.prompt_mode, dress_types or FIQ_DRESS_TYPES))

@@ -12,8 +12,11 @@ import sys
 from pathlib import Path
 
 from bi_blip4cir.engine import (SHORT_NAMES, add_evaluation_args, add_port_args, build_query_sets, dataset_name,
-                                dataset_root, encode_texts, evaluate, load_evaluation_models)
+                                load_evaluation_models)
 from common.args import setup_runtime
+from common.cir.data import dataset_root
+from common.cir.evaluation import evaluate_composed
+from common.cir.frozen import encode_texts
 from common.dist import cleanup
 from common.io import atomic_write_json
 
@@ -49,7 +52,7 @@ def main(argv: list[str] | None = None) -> dict[str, float] | None:
                                   dist.device, args)
     metrics = None
     if dist.is_main:
-        metrics = evaluate(query_sets, [encode_texts(text_encoder, s.captions) for s in query_sets], combine)
+        metrics = evaluate_composed(query_sets, [encode_texts(text_encoder, s.captions) for s in query_sets], combine)
         print_metrics(args.dataset, metrics)
         path = Path(args.metrics_json or f"validate_{SHORT_NAMES[args.dataset]}_{args.combining_function}.json")
         atomic_write_json(metrics, path, indent=2)

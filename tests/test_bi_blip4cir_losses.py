@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bi_blip4cir.combiner import Combiner
+from common.cir.combiner import Combiner
 from bi_blip4cir.losses import (bidirectional_loss, contrastive_loss, reversed_loss_weight, stage1_logits,
                                 stage2_logits, sum_fusion)
 from common.training.checkpoint import load_model, save_model

@@ -16,8 +16,8 @@ import pytest
 import torch
 
 from bi_blip4cir import cirr_test_submission, clip_fine_tune, combiner_train, validate
-from bi_blip4cir.engine import (TEXT_ENCODER_KEY, classic_dataset, dataset_root, encode_image_table,
-                                load_text_encoder, preprocess_from_args)
+from bi_blip4cir.engine import TEXT_ENCODER_KEY, encode_image_table, load_text_encoder, preprocess_from_args
+from common.cir.data import classic_dataset, dataset_root
 from bi_blip4cir.losses import bidirectional_loss, stage1_logits
 from common.blip import BlipTextEncoder, build_blip_tokenizer
 from common.blip.config import MedConfig, ViTConfig
