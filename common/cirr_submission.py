@@ -1,4 +1,4 @@
-"""CIRR test-server submission files: writer and validator (bi_blip4cir spec §6, reranking_cir spec §4.4).
+"""CIRR test-server submission files: writer and validator.
 
 A submission is one JSON object ``{"<pairid>": [names...], ..., "metric": ..., "version": "rc2"}`` written with
 sorted keys and no indentation: ``recall_submission_<name>.json`` holds the top 50 of the reference-free ranking,

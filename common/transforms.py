@@ -1,4 +1,4 @@
-"""Image transforms shared by the five papers (common-backbone spec §5).
+"""Image transforms shared by the five papers.
 
 Every pipeline normalises with CLIP's statistics, which BLIP and the CIR code use too. The CIR pads (``SquarePad``,
 ``TargetPad``) run on the raw PIL image *before* the RGB conversion, as upstream does: for a palette image the pad

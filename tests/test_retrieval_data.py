@@ -1,4 +1,4 @@
-"""common.data.retrieval: pre_caption and Karpathy-format COCO/Flickr test sets (tcr spec §3)."""
+"""common.data.retrieval: pre_caption and Karpathy-format COCO/Flickr test sets."""
 import json
 
 import pytest

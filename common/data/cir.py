@@ -1,6 +1,6 @@
 """FashionIQ and CIRR datasets with the upstream item tuples, and FashionIQ caption composition.
 
-Item tuples (bi_blip4cir spec §2.4, mlcl spec §3); ``[...]`` parts appear only when asked for:
+Item tuples (as the CLIP4Cir data_utils.py and its forks); ``[...]`` parts appear only when asked for:
 
 | dataset / split / mode | item |
 |---|---|

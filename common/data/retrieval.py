@@ -1,4 +1,4 @@
-"""Karpathy-format image–text retrieval test sets (COCO, Flickr30k) in BLIP's JSON format (tcr spec §3).
+"""Karpathy-format image–text retrieval test sets (COCO, Flickr30k) in BLIP's JSON format.
 
 An annotation file is a JSON list of ``{"image": relative path, "caption": [str, ...], ...}``. Text ids run over
 the images in file order, captions in order, so with 5 captions per image text id = 5·image + k.

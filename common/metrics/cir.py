@@ -1,9 +1,9 @@
 """Composed-image-retrieval metrics on score matrices and integer gallery indices.
 
-Definitions follow bi_blip4cir spec §5, mlcl spec §6 and reranking_cir spec §6. ``scores`` is a [Q, N] matrix
-(higher is better; a torch tensor on any device or a numpy array; metrics are computed on the CPU). Rankings sort
-scores descending with a *stable* sort, so ties keep gallery order; upstream sorts distances with numpy's unstable
-argsort, which orders ties arbitrarily. Recalls are percentages.
+Definitions follow the CLIP4Cir validation code (and its Bi-BLIP4CIR, MLCL and Re-ranking forks).
+``scores`` is a [Q, N] matrix (higher is better; a torch tensor on any device or a numpy array; metrics are
+computed on the CPU). Rankings sort scores descending with a *stable* sort, so ties keep gallery order; upstream
+sorts distances with numpy's unstable argsort, which orders ties arbitrarily. Recalls are percentages.
 Returned dicts use the upstream metric names, so CSV columns match.
 """
 from __future__ import annotations
