@@ -133,7 +133,8 @@ def main(argv: list[str] | None = None) -> None:
         run.log.train(epoch, loss)
         if epoch % args.validation_frequency == 0 and dist.is_main:
             text_encoder.eval()
-            metrics = evaluate_composed(val_sets, [encode_texts(text_encoder, s.captions) for s in val_sets], sum_fusion)
+            val_texts = [encode_texts(text_encoder, query_set.captions) for query_set in val_sets]
+            metrics = evaluate_composed(val_sets, val_texts, sum_fusion)
             run.log.validation(epoch, metrics)
             save_validated(run.dir, "tuned_blip", best_names, run.best, epoch, metrics, text_encoder, optimizer, args,
                            key=TEXT_ENCODER_KEY)

@@ -21,7 +21,8 @@ Combine = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 GalleryEncoder = Callable[[Sequence[str]], tuple[torch.Tensor, list[str]]]
 QueryDataset = Callable[[Sequence[str]], Dataset]
 
-__all__ = ["QuerySet", "build_query_sets", "evaluate", "evaluate_composed", "query_scores", "query_set_from_items", "set_metrics"]
+__all__ = ["QuerySet", "build_query_sets", "evaluate", "evaluate_composed", "query_scores", "query_set_from_items",
+           "set_metrics"]
 
 
 @dataclass
