@@ -3,8 +3,9 @@
     python demo.py --out demo_out [--only bi_blip4cir tcr]
 
 Writes ``<out>/data`` (synthetic datasets in the real on-disk formats), ``<out>/weights`` (tiny checkpoints in the
-released formats; the retrieval one is ITC-trained on ``<out>/source_data``), one folder per pipeline, and
-``<out>/summary.json``. Exits non-zero if any pipeline fails.
+released formats; the retrieval one is ITC-trained on ``<out>/source_data``), one folder per pipeline with a
+``commands.sh`` that replays the commands it ran (``bash <out>/<paper>/commands.sh``), and ``<out>/summary.json``
+(per pipeline its metrics and ``"commands"``, every command in order). Exits non-zero if any pipeline fails.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ import torch
 from common.blip.config import MedConfig, ViTConfig
 from common.blip.tiny import write_tiny_blip_checkpoint, write_tiny_vocab
 from common.clip import write_tiny_clip
-from common.demo import DemoContext
+from common.demo import DemoContext, write_commands_script
 from common.io import atomic_write_json
 from common.runtime import seed_everything
 from common.synthetic.scenes import vocabulary
@@ -38,7 +39,7 @@ DEMO_VIT = ViTConfig(patch_size=8, width=64, depth=2, heads=4)
 DEMO_MED = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
                 max_position_embeddings=128)
 SOURCE_TRAIN_IMAGES = 1000
-INPUTS_VERSION = 2
+INPUTS_VERSION = 3
 """Bump when the synthetic data or the tiny weights change, so that cached inputs are rewritten."""
 
 
@@ -95,6 +96,18 @@ def write_source_model(source_data: Path, data: Path, weights: Path, med: MedCon
           f"{stats['steps']} steps on {stats['images']} clean images in {stats['seconds']:.0f}s")
 
 
+def run_pipeline(ctx: DemoContext, paper: str, run) -> dict:
+    """``run(ctx)`` of one paper with its own command record; the entry gets ``"commands"`` and the paper folder a
+    ``commands.sh`` replaying them (written also when the pipeline fails, up to the failing command)."""
+    paper_ctx = dataclasses.replace(ctx, runs=[], cleared=[])
+    try:
+        entry = run(paper_ctx)
+    finally:
+        write_commands_script(ctx.paper_dir(paper) / "commands.sh", paper_ctx.runs, REPO, ctx.python,
+                              f"{paper} demo pipeline", paper_ctx.cleared)
+    return {**entry, "commands": [run.argv for run in paper_ctx.runs]}
+
+
 def print_table(summary: dict) -> None:
     print(f"\n{'pipeline':<16}{'seconds':>9}\n{'':<4}{'metric':<40}{'baseline':>8} -> {'result':>8}")
     for name, entry in summary["pipelines"].items():
@@ -126,7 +139,7 @@ def main() -> int:
             continue
         print(f"== {paper}")
         try:
-            summary["pipelines"][paper] = importlib.import_module(f"{paper}.demo").run(ctx)
+            summary["pipelines"][paper] = run_pipeline(ctx, paper, importlib.import_module(f"{paper}.demo").run)
         except Exception:  # noqa: BLE001 - report every pipeline, then fail
             failed = True
             summary["pipelines"][paper] = {"error": traceback.format_exc()}

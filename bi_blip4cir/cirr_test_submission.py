@@ -12,7 +12,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from bi_blip4cir.engine import add_evaluation_args, add_port_args, build_query_sets, load_evaluation_models
+from bi_blip4cir.engine import (add_evaluation_args, add_port_args, build_query_sets, check_checkpoint_flags,
+                                load_evaluation_models)
 from common.args import setup_runtime
 from common.cir.data import dataset_root
 from common.cir.evaluation import query_scores
@@ -20,6 +21,7 @@ from common.cir.frozen import encode_texts
 from common.cirr_submission import validate_cirr_submission, write_cirr_submission
 from common.dist import cleanup
 from common.metrics.cir import cirr_rankings
+from common.training.run import check_writable_root
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,6 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> tuple[Path, Path] | None:
     args = build_parser().parse_args(argv)
     dist = setup_runtime(args)
+    check_checkpoint_flags(args)
+    check_writable_root(args.output_root)
     image_encoder, text_encoder, combine = load_evaluation_models(args, dist.device)
     query_set, = build_query_sets("cirr", "test1", dataset_root("cirr", args.data_root), image_encoder, dist.device,
                                   args)

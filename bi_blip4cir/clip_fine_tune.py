@@ -21,8 +21,8 @@ import torch
 from torch import nn
 
 from bi_blip4cir.engine import (DISPLAY_NAMES, SHORT_NAMES, TEXT_ENCODER_KEY, add_blip_path_args, add_image_args,
-                                add_port_args, add_saving_args, build_blip_encoders, build_query_sets, dataset_name,
-                                train_triplets, training_hyperparameters)
+                                add_port_args, add_saving_args, add_skip_args, build_blip_encoders, build_query_sets,
+                                check_checkpoint_flags, dataset_name, train_triplets, training_hyperparameters)
 from bi_blip4cir.losses import bidirectional_loss, reversed_loss_weight, stage1_logits, sum_fusion
 from common.args import add_comet_args, add_output_args, setup_runtime
 from common.cir.data import caption_rng, compose_captions, dataset_root
@@ -30,10 +30,12 @@ from common.cir.evaluation import evaluate_composed
 from common.cir.frozen import FrozenImages, encode_texts
 from common.cir.selection import best_checkpoint_names, save_validated
 from common.dist import DistInfo, cleanup, concat_all_gather
-from common.runtime import autocast, grad_scaler, seed_everything
+from common.runtime import autocast, get_logger, grad_scaler, seed_everything
 from common.training.lr import cosine_lr_schedule
 from common.training.loop import data_parallel, train_loader, train_one_epoch
-from common.training.run import TrainingRun
+from common.training.run import TrainingRun, preflight
+
+logger = get_logger("bi_blip4cir.clip_fine_tune")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "(default: periodic, as the original)")
     parser.add_argument("--no-feature-cache", action="store_true",
                         help="encode the train images at every step as the original (default: once, same losses)")
+    add_skip_args(parser)
     add_output_args(parser)
     return parser
 
@@ -96,6 +99,9 @@ def main(argv: list[str] | None = None) -> None:
     device, name, amp = dist.device, args.dataset, not args.no_amp
     weight = reversed_loss_weight("stage1", name, args.loss_r_weight)
     root = dataset_root(name, args.data_root)
+    params = hyperparameters(args, weight, dist.world_size)
+    check_checkpoint_flags(args)
+    preflight(args, params)  # output folder, --resume and its flags, before any image is encoded
 
     image_encoder, text_encoder = build_blip_encoders(args, device)
     for parameter_name, parameter in text_encoder.named_parameters():
@@ -103,8 +109,9 @@ def main(argv: list[str] | None = None) -> None:
             parameter.requires_grad_(False)  # never run in text mode; AdamW skips them anyway
     val_sets = build_query_sets(name, "val", root, image_encoder, device, args)
 
-    _, images, data, workers = train_triplets(args, root, image_encoder, device)
-    loader = train_loader(data, args.batch_size, workers, dist, args.seed)
+    train = train_triplets(args, root, image_encoder, device)
+    images = train.images
+    loader = train_loader(train.data, args.batch_size, train.workers, dist, args.seed)
     seed_everything(args.seed)  # the training stream does not depend on how the features were prepared
 
     other = [p for n, p in text_encoder.named_parameters() if "text_proj" not in n]
@@ -117,8 +124,7 @@ def main(argv: list[str] | None = None) -> None:
     model = data_parallel(text_encoder, dist)
 
     state = {"text_encoder": text_encoder, "optimizer": optimizer, "scaler": scaler}
-    run = TrainingRun(args, dist, f"blip_text_finetuned_on_{SHORT_NAMES[name]}", state,
-                      hyperparameters(args, weight, dist.world_size),
+    run = TrainingRun(args, dist, f"blip_text_finetuned_on_{SHORT_NAMES[name]}", state, params,
                       f"BLIP4Cir_Bi blip_text_finetune {DISPLAY_NAMES[name]}",
                       f"Bi-BLIP4CIR stage I on {DISPLAY_NAMES[name]}", code_dir=Path(__file__).parent)
     best_names = best_checkpoint_names(name, "tuned_blip", "tuned_blip_best")
@@ -140,6 +146,9 @@ def main(argv: list[str] | None = None) -> None:
                            key=TEXT_ENCODER_KEY)
         run.end_epoch(epoch)
     run.log.plot()
+    if train.skipped:
+        logger.warning("--skip-bad-images: %d unreadable train image(s) were skipped (listed above)",
+                       len(train.skipped))
     cleanup()
 
 

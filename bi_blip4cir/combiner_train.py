@@ -20,12 +20,11 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torch.utils.data import Dataset
 
-from bi_blip4cir.engine import (DISPLAY_NAMES, SHORT_NAMES, add_blip_path_args, add_combiner_dims, add_image_args,
-                                add_port_args, add_saving_args, build_blip_encoders, build_query_sets,
-                                check_feature_dim, dataset_name, encode_text_table, load_text_encoder, train_triplets,
-                                training_hyperparameters)
+from bi_blip4cir.engine import (DISPLAY_NAMES, SHORT_NAMES, TrainData, add_blip_path_args, add_combiner_dims,
+                                add_image_args, add_port_args, add_saving_args, add_skip_args, build_blip_encoders,
+                                build_query_sets, check_checkpoint_flags, check_feature_dim, dataset_name,
+                                encode_text_table, load_text_encoder, train_triplets, training_hyperparameters)
 from bi_blip4cir.losses import bidirectional_loss, reversed_loss_weight, stage2_logits
 from common.args import add_comet_args, add_output_args, setup_runtime
 from common.cir.combiner import Combiner
@@ -36,7 +35,7 @@ from common.cir.selection import best_checkpoint_names, save_validated
 from common.dist import DistInfo, cleanup, concat_all_gather
 from common.runtime import autocast, get_logger, grad_scaler, seed_everything
 from common.training.loop import data_parallel, train_loader, train_one_epoch
-from common.training.run import TrainingRun
+from common.training.run import TrainingRun, preflight
 
 logger = get_logger("bi_blip4cir.combiner_train")
 
@@ -61,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="weight of the reversed loss (default: 0.5 FashionIQ, 0.1 CIRR, as the original)")
     parser.add_argument("--no-feature-cache", action="store_true",
                         help="encode images and captions at every step as the original (default: once, same losses)")
+    add_skip_args(parser)
     add_output_args(parser)
     return parser
 
@@ -74,19 +74,19 @@ def hyperparameters(args: argparse.Namespace, weight: float, world_size: int) ->
 
 
 def train_features(args: argparse.Namespace, root: Path, image_encoder: nn.Module, text_encoder: nn.Module,
-                   device: torch.device) -> tuple[FrozenImages, FrozenTexts, Dataset, int]:
-    """(image features, text features, train dataset, loader workers) of the train triplets.
+                   device: torch.device) -> tuple[TrainData, FrozenTexts]:
+    """The train triplets with their image features (``train_triplets``), and their text features.
 
-    By default the train images (``train_triplets``) and every query string an epoch can draw are encoded once
-    into tables; ``--no-feature-cache`` encodes them at every step (the original).
+    By default the train images and every query string an epoch can draw are encoded once into tables;
+    ``--no-feature-cache`` encodes them at every step (the original).
     """
-    train_set, images, data, workers = train_triplets(args, root, image_encoder, device, batch_size=args.blip_bs)
+    train = train_triplets(args, root, image_encoder, device, batch_size=args.blip_bs)
     if args.no_feature_cache:
-        return images, FrozenTexts(text_encoder), data, workers
-    strings = possible_train_captions(train_set)
+        return train, FrozenTexts(text_encoder)
+    strings = possible_train_captions(train.train_set)
     texts = FrozenTexts(text_encoder, strings, encode_text_table(
         text_encoder, strings, device, args, batch_size=args.blip_bs, root=str(root), prompt_mode=args.prompt_mode))
-    return images, texts, data, workers
+    return train, texts
 
 
 def stage2_step(batch: tuple, rng: random.Random, *, name: str, images: FrozenImages, texts: FrozenTexts,
@@ -112,6 +112,9 @@ def main(argv: list[str] | None = None) -> None:
     device, name, amp = dist.device, args.dataset, not args.no_amp
     weight = reversed_loss_weight("stage2", name, args.loss_r_weight)
     root = dataset_root(name, args.data_root)
+    params = hyperparameters(args, weight, dist.world_size)
+    check_checkpoint_flags(args)
+    preflight(args, params)  # output folder, --resume and its flags, before any image is encoded
 
     image_encoder, text_encoder = build_blip_encoders(args, device)
     check_feature_dim(args, text_encoder)
@@ -124,8 +127,9 @@ def main(argv: list[str] | None = None) -> None:
     val_sets = build_query_sets(name, "val", root, image_encoder, device, args)
     val_texts = [encode_texts(text_encoder, query_set.captions) for query_set in val_sets]
 
-    images, texts, data, workers = train_features(args, root, image_encoder, text_encoder, device)
-    loader = train_loader(data, args.batch_size, workers, dist, args.seed)
+    train, texts = train_features(args, root, image_encoder, text_encoder, device)
+    images = train.images
+    loader = train_loader(train.data, args.batch_size, train.workers, dist, args.seed)
     seed_everything(args.seed)  # the training stream does not depend on how the features were prepared
 
     combiner = Combiner(args.feature_dim, args.projection_dim, args.hidden_dim).to(device)
@@ -134,8 +138,7 @@ def main(argv: list[str] | None = None) -> None:
     model = data_parallel(combiner, dist)
 
     state = {"combiner": combiner, "optimizer": optimizer, "scaler": scaler}
-    run = TrainingRun(args, dist, f"combiner_trained_on_{SHORT_NAMES[name]}_BLIPImgTxt", state,
-                      hyperparameters(args, weight, dist.world_size),
+    run = TrainingRun(args, dist, f"combiner_trained_on_{SHORT_NAMES[name]}_BLIPImgTxt", state, params,
                       f"BLIP4Cir_Bi combiner_training {DISPLAY_NAMES[name]}",
                       f"Bi-BLIP4CIR stage II on {DISPLAY_NAMES[name]}", code_dir=Path(__file__).parent)
     best_names = best_checkpoint_names(name, "combiner", "combiner")
@@ -153,6 +156,9 @@ def main(argv: list[str] | None = None) -> None:
             save_validated(run.dir, "combiner", best_names, run.best, epoch, metrics, combiner, optimizer, args)
         run.end_epoch(epoch)
     run.log.plot()
+    if train.skipped:
+        logger.warning("--skip-bad-images: %d unreadable train image(s) were skipped (listed above)",
+                       len(train.skipped))
     cleanup()
 
 

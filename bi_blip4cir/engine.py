@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import argparse
 import functools
+import hashlib
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import torch
 from torch import nn
@@ -26,12 +28,13 @@ from common.blip.checkpoint import BLIP_SHA1
 from common.cir import data as cir_data
 from common.cir import evaluation as cir_evaluation
 from common.cir.combiner import Combiner
-from common.cir.data import FIQ_DRESS_TYPES, TripletRows, classic_dataset
+from common.cir.data import FIQ_DRESS_TYPES, TripletRows, classic_dataset, triplet_fields
 from common.cir.evaluation import Combine, QuerySet
 from common.cir.frozen import FrozenImages
+from common.data.images import open_image
 from common.features import checkpoint_fingerprint, extract_features
-from common.io import CheckpointError, PathLike, is_url, load_torch_file, resolve_weights
-from common.runtime import get_logger
+from common.io import CheckpointError, PathLike, check_torch_file, is_url, load_torch_file, resolve_weights
+from common.runtime import available_cpus, default_workers, get_logger
 from common.training.checkpoint import load_model
 from common.transforms import build_preprocess
 
@@ -99,20 +102,51 @@ def add_port_args(parser: argparse.ArgumentParser, num_workers: int, underscore_
     """Our additions shared by every script (all default to the original behaviour)."""
     group = parser.add_argument_group("additions of this port")
     spellings = ["--num_workers", "--num-workers"] if underscore_first else ["--num-workers", "--num_workers"]
-    group.add_argument(*spellings, dest="num_workers", type=int, default=num_workers,
-                       help=f"DataLoader worker processes (default {num_workers}; 4 for CIRR, 1-2 for FashionIQ "
-                            "when RAM-bound, 8 for speed)")
+    group.add_argument(*spellings, dest="num_workers", type=int, default=default_workers(num_workers),
+                       help=f"DataLoader worker processes (default {num_workers} as the original, capped at the "
+                            f"{available_cpus()} cores of this machine; 4 for CIRR, 1-2 for FashionIQ when RAM-bound, "
+                            "8 for speed)")
     group.add_argument("--data-root", default=None,
                        help="folder holding fashionIQ_dataset/ and cirr_dataset/ (default: $FASHIONIQ_ROOT / "
                             "$CIRR_ROOT, then $CIR_DATA_ROOT, then $DATA_ROOT, then the current folder)")
     group.add_argument("--prompt-mode", default="upstream", choices=PROMPT_MODES,
                        help="where the [FORWARD]/[BACKWARD] markers go: 'upstream' (before every piece of the "
-                            "caption split at the substring 'and', as the original) or 'prefix' (once at the start)")
+                            "caption split at the substring 'and', as the original) or 'prefix' (once at the start) "
+                            "(default upstream)")
     group.add_argument("--cache-dir", default=None,
                        help="folder for on-disk caches of frozen-encoder features, keyed by checkpoint hash, "
                             "split and preprocessing (default: keep them in memory only)")
     add_blip_args(parser)
     add_runtime_args(parser)
+
+
+def add_skip_args(parser: argparse.ArgumentParser) -> None:
+    """``--skip-bad-images`` of the training scripts."""
+    parser.add_argument("--skip-bad-images", action="store_true",
+                        help="leave out the train triplets whose reference or target image cannot be read, as the "
+                             "original training did, naming each such file once and the count (default: stop at "
+                             "the first unreadable image)")
+
+
+COMBINER_FLAG_HINTS = {"text_projection_layer.*": "--projection-dim / --feature-dim",
+                       "image_projection_layer.*": "--projection-dim / --feature-dim",
+                       "combiner_layer.*": "--projection-dim / --hidden-dim",
+                       "output_layer.*": "--hidden-dim / --feature-dim",
+                       "dynamic_scalar.*": "--projection-dim / --hidden-dim"}
+"""Which flags set the sizes of a Combiner's weights, for the shape-mismatch message of a --combiner-path file."""
+TEXT_ENCODER_FLAG_HINTS = {"text_proj.*": "the projection width of --blip-pretrained-path",
+                           "text_encoder.*": "--med-config-path"}
+
+
+def check_checkpoint_flags(args: argparse.Namespace) -> None:
+    """Cheap checks, before any model is built or image encoded, that every checkpoint flag names a readable torch
+    file (URLs are checked when fetched); errors name the file and the flag."""
+    expected = {"--blip-pretrained-path": ("model", "vision_proj.weight"), "--blip-model-path": (TEXT_ENCODER_KEY,),
+                "--combiner-path": ()}
+    for flag, keys in expected.items():
+        value = getattr(args, flag[2:].replace("-", "_"), None)
+        if value and not is_url(value):
+            check_torch_file(value, flag, expect_any=keys)
 
 
 def add_combiner_dims(parser: argparse.ArgumentParser) -> None:
@@ -129,7 +163,8 @@ def add_evaluation_args(parser: argparse.ArgumentParser) -> None:
                         help="how image and text features are composed: the trained Combiner or the normalised sum")
     add_blip_path_args(parser)
     parser.add_argument("--combiner-path", default=None,
-                        help="stage-II Combiner checkpoint ({'epoch', 'Combiner', ...}); required with combiner")
+                        help="stage-II Combiner checkpoint ({'epoch', 'Combiner', ...}); required with combiner "
+                             "(default: none)")
     add_combiner_dims(parser)
     parser.add_argument("--blip-model-path", default=None,
                         help="stage-I text-encoder checkpoint ({'epoch', 'BLIPTextEncoder', ...}) "
@@ -174,17 +209,17 @@ def build_blip_encoders(args: argparse.Namespace, device: torch.device) -> tuple
                                    max_length=TEXT_MAX_LENGTH)
     for module, prefixes in ((image_encoder, ("visual_encoder.", "vision_proj.")),
                              (text_encoder, ("text_encoder.", "text_proj."))):
-        try:
-            load_blip_checkpoint(module, payload, select_prefix=prefixes)
-        except CheckpointError as error:
-            raise CheckpointError(f"{path}: {error}") from error
+        load_blip_checkpoint(module, payload, select_prefix=prefixes, source_name=path,
+                             flag_hints={"visual_encoder.*": "--vit-config / --input-dim",
+                                         "text_encoder.*": "--med-config-path"})
     image_encoder.requires_grad_(False)
     return image_encoder.to(device).eval(), text_encoder.to(device)
 
 
 def load_text_encoder(path: PathLike, text_encoder: nn.Module, trusted: bool) -> Any:
     """Load a stage-I file (``{'epoch', 'BLIPTextEncoder', ...}``, released or ours) strictly; returns its epoch."""
-    return load_model(path, text_encoder, key=TEXT_ENCODER_KEY, trusted=trusted).get("epoch")
+    return load_model(path, text_encoder, key=TEXT_ENCODER_KEY, trusted=trusted,
+                      flag_hints=TEXT_ENCODER_FLAG_HINTS).get("epoch")
 
 
 def check_feature_dim(args: argparse.Namespace, text_encoder: BlipTextEncoder) -> None:
@@ -204,7 +239,7 @@ def combining_function(args: argparse.Namespace, device: torch.device) -> Combin
     if not args.combiner_path:
         raise ValueError("--combining-function combiner needs --combiner-path")
     combiner = Combiner(args.feature_dim, args.projection_dim, args.hidden_dim).to(device)
-    load_model(args.combiner_path, combiner, trusted=args.trust_checkpoints)
+    load_model(args.combiner_path, combiner, trusted=args.trust_checkpoints, flag_hints=COMBINER_FLAG_HINTS)
     return combiner.eval()
 
 
@@ -273,22 +308,82 @@ def encode_text_table(text_encoder: nn.Module, texts: Sequence[str], device: tor
     return features
 
 
-def train_triplets(args: argparse.Namespace, root: Path, image_encoder: nn.Module, device: torch.device,
-                   batch_size: int = EXTRACT_BATCH_SIZE) -> tuple[Dataset, FrozenImages, Dataset, int]:
-    """(train triplets, their image features, the dataset to load, loader workers) of both training stages.
+class NamedImages(Dataset):
+    """(name, preprocessed image) of the listed images of a CIR dataset: the train images the triplets use."""
 
-    By default the train images are encoded once (``batch_size`` at a time) into a table and the loader yields
-    table rows (``TripletRows``) without workers; ``--no-feature-cache`` loads the images and encodes them at every
-    step in chunks of ``batch_size``, as the original.
+    def __init__(self, dataset: Dataset, names: Sequence[str], preprocess: Callable):
+        self.dataset, self.names, self.preprocess = dataset, list(names), preprocess
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def __getitem__(self, index: int) -> tuple[str, Any]:
+        name = self.names[index]
+        return name, self.preprocess(open_image(self.dataset.image_path(name)))
+
+
+def unreadable_images(dataset: Dataset, names: Sequence[str], threads: int) -> dict[str, str]:
+    """Name -> error message of each image in ``names`` that cannot be opened and decoded (read in threads)."""
+    def problem(name: str) -> str | None:
+        try:
+            open_image(dataset.image_path(name))
+        except OSError as error:
+            return str(error)
+        return None
+
+    with ThreadPoolExecutor(max(1, threads)) as pool:
+        return {name: error for name, error in zip(names, pool.map(problem, names)) if error is not None}
+
+
+def skip_bad_triplets(train_set: Dataset, threads: int) -> list[str]:
+    """``--skip-bad-images``: drop from ``train_set`` the triplets whose reference or target cannot be read.
+    Each unreadable file is logged once, then the counts; returns the unreadable image names."""
+    names = TripletRows(train_set, {}).used_images()
+    bad = unreadable_images(train_set, names, threads)
+    for error in bad.values():
+        logger.warning("--skip-bad-images: skipping %s", error)
+    if bad:
+        kept = [triplet for index, triplet in enumerate(train_set.triplets)
+                if not set(triplet_fields(train_set, index)[:2]) & set(bad)]
+        logger.warning("--skip-bad-images: %d of %d train images are unreadable; %d of %d triplets left out",
+                       len(bad), len(names), len(train_set.triplets) - len(kept), len(train_set.triplets))
+        train_set.triplets = kept
+    return list(bad)
+
+
+class TrainData(NamedTuple):
+    """What both training stages train on: the triplets, their image features, the dataset the loader reads, its
+    worker count, and the images ``--skip-bad-images`` left out."""
+
+    train_set: Dataset
+    images: FrozenImages
+    data: Dataset
+    workers: int
+    skipped: list[str]
+
+
+def train_triplets(args: argparse.Namespace, root: Path, image_encoder: nn.Module, device: torch.device,
+                   batch_size: int = EXTRACT_BATCH_SIZE) -> TrainData:
+    """The train triplets and their image features, for both training stages.
+
+    By default the images the train triplets use (not every image of the split) are encoded once (``batch_size``
+    at a time) into a table and the loader yields table rows (``TripletRows``) without workers;
+    ``--no-feature-cache`` loads the images and encodes them at every step in chunks of ``batch_size``, as the
+    original. With ``--skip-bad-images`` triplets with an unreadable image are left out first.
     """
     preprocess = preprocess_from_args(args)
     train_set = relative_dataset(args.dataset, root, "train", preprocess, args.prompt_mode)
+    skipped = skip_bad_triplets(train_set, max(1, args.num_workers)) if getattr(args, "skip_bad_images", False) \
+        else []
     if args.no_feature_cache:
-        return train_set, FrozenImages(image_encoder, device, chunk_size=batch_size), train_set, args.num_workers
-    table, names = encode_image_table(image_encoder, classic_dataset(args.dataset, root, "train", preprocess), device,
-                                      args, batch_size=batch_size, root=str(root), split="train")
-    rows = TripletRows(train_set, {image: row for row, image in enumerate(names)})
-    return train_set, FrozenImages(image_encoder, device, table), rows, 0
+        return TrainData(train_set, FrozenImages(image_encoder, device, chunk_size=batch_size), train_set,
+                         args.num_workers, skipped)
+    names = TripletRows(train_set, {}).used_images()
+    subset = hashlib.sha1("\n".join(names).encode()).hexdigest()
+    table, encoded = encode_image_table(image_encoder, NamedImages(train_set, names, preprocess), device, args,
+                                        batch_size=batch_size, root=str(root), split="train", images=subset)
+    rows = TripletRows(train_set, {image: row for row, image in enumerate(encoded)})
+    return TrainData(train_set, FrozenImages(image_encoder, device, table), rows, 0, skipped)
 
 
 # ------------------------------------------------------------------------------------------------------- evaluation

@@ -1,7 +1,8 @@
 """The forward and reversed contrastive losses of both training stages, vectorised over the batch.
 
-Notation (spec §3.3, §4.3): r = reference image feature, t = target image feature, s→ / s← = forward / reversed
-caption feature, n = L2 normalisation, all raw encoder outputs. Rows are the queries of this process; targets may
+Notation (the losses of the original clip_fine_tune.py and combiner_train.py): r = reference image feature,
+t = target image feature, s→ / s← = forward / reversed caption feature, n = L2 normalisation, all raw encoder
+outputs. Rows are the queries of this process; targets may
 be gathered from every process, so ``offset`` is the global index of row 0 (0 in a single process).
 
 - forward: logits_f[i, j] = 100 · q_i · n(t_j), q_i = n(r_i + s→_i) (stage I) or Combiner(r_i, s→_i) (stage II).

@@ -3,7 +3,10 @@
     python bi_blip4cir/validate.py --dataset CIRR --combining-function combiner \\
         --blip-model-path tuned_blip_mean.pt --combiner-path combiner_mean.pt
 
-Prints the recalls as the original does and also writes them as JSON (``--metrics-json``).
+Prints the recalls as the original does (rounded to two decimals) and writes them, unrounded, as JSON next to the
+checkpoint it evaluated: ``<checkpoint>_val_<fiq|cirr>_<combining-function>.json`` beside ``--combiner-path`` (with
+the Combiner), else beside ``--blip-model-path``, else beside ``--blip-pretrained-path``; ``--metrics-json`` chooses
+the file instead.
 """
 from __future__ import annotations
 
@@ -11,14 +14,15 @@ import argparse
 import sys
 from pathlib import Path
 
-from bi_blip4cir.engine import (SHORT_NAMES, add_evaluation_args, add_port_args, build_query_sets, dataset_name,
-                                load_evaluation_models)
+from bi_blip4cir.engine import (SHORT_NAMES, add_evaluation_args, add_port_args, build_query_sets,
+                                check_checkpoint_flags, dataset_name, load_evaluation_models)
 from common.args import setup_runtime
 from common.cir.data import dataset_root
 from common.cir.evaluation import evaluate_composed
 from common.cir.frozen import encode_texts
 from common.dist import cleanup
-from common.io import atomic_write_json
+from common.io import atomic_write_json, is_url
+from common.training.run import check_writable_root
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,26 +31,42 @@ def build_parser() -> argparse.ArgumentParser:
     add_evaluation_args(parser)
     add_port_args(parser, num_workers=8)
     parser.add_argument("--metrics-json", default=None,
-                        help="where to write the metrics (default ./validate_<fiq|cirr>_<combining-function>.json)")
+                        help="where to write the metrics (default: next to the evaluated checkpoint, "
+                             "<checkpoint>_val_<fiq|cirr>_<combining-function>.json)")
     return parser
+
+
+def metrics_path(args: argparse.Namespace) -> Path:
+    """``--metrics-json``, else a file next to the most specific checkpoint evaluated (Combiner, stage-I text
+    encoder, pre-trained BLIP; the current folder for a URL)."""
+    if args.metrics_json:
+        return Path(args.metrics_json)
+    checkpoint = (args.combiner_path if args.combining_function == "combiner" else None) or args.blip_model_path \
+        or args.blip_pretrained_path
+    folder = Path(".") if is_url(checkpoint) else Path(checkpoint).parent
+    stem = Path(str(checkpoint).rsplit("/", 1)[-1]).stem
+    return folder / f"{stem}_val_{SHORT_NAMES[args.dataset]}_{args.combining_function}.json"
 
 
 def print_metrics(name: str, metrics: dict[str, float]) -> None:
     """The original printout: FashionIQ categories in the order shirt, dress, toptee, then the two averages."""
     if name == "cirr":
         for key, value in metrics.items():
-            print(f"{key} = {value}")
+            print(f"{key} = {value:.2f}")
         return
     for dress_type in ("shirt", "dress", "toptee"):
-        print(f"{dress_type}_recallat10 = {metrics[f'{dress_type}_recall_at10']}")
-        print(f"{dress_type}_recallat50 = {metrics[f'{dress_type}_recall_at50']}")
-    print(f"average recall10 = {metrics['average_recall_at10']}")
-    print(f"average recall50 = {metrics['average_recall_at50']}")
+        print(f"{dress_type}_recallat10 = {metrics[f'{dress_type}_recall_at10']:.2f}")
+        print(f"{dress_type}_recallat50 = {metrics[f'{dress_type}_recall_at50']:.2f}")
+    print(f"average recall10 = {metrics['average_recall_at10']:.2f}")
+    print(f"average recall50 = {metrics['average_recall_at50']:.2f}")
 
 
 def main(argv: list[str] | None = None) -> dict[str, float] | None:
     args = build_parser().parse_args(argv)
     dist = setup_runtime(args)
+    check_checkpoint_flags(args)
+    path = metrics_path(args)
+    check_writable_root(path.parent, "--metrics-json")
     image_encoder, text_encoder, combine = load_evaluation_models(args, dist.device)
     query_sets = build_query_sets(args.dataset, "val", dataset_root(args.dataset, args.data_root), image_encoder,
                                   dist.device, args)
@@ -54,7 +74,6 @@ def main(argv: list[str] | None = None) -> dict[str, float] | None:
     if dist.is_main:
         metrics = evaluate_composed(query_sets, [encode_texts(text_encoder, s.captions) for s in query_sets], combine)
         print_metrics(args.dataset, metrics)
-        path = Path(args.metrics_json or f"validate_{SHORT_NAMES[args.dataset]}_{args.combining_function}.json")
         atomic_write_json(metrics, path, indent=2)
         print(f"metrics written to {path}")
     cleanup()

@@ -14,6 +14,18 @@ from common.io import read_json
 from common.runtime import seed_everything
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the description's line breaks and appends ``(default: X)`` to every optional flag whose help does not
+    state its default already."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if (not action.option_strings or action.required or action.default is argparse.SUPPRESS
+                or "default" in text.lower()):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
 def add_runtime_args(parser: argparse.ArgumentParser, seed: int = 0) -> argparse.ArgumentParser:
     """--device, --seed, --no-amp, --allow-download, --trust-checkpoints, --tokenizer."""
     group = parser.add_argument_group("runtime (shared by every script)")
@@ -36,9 +48,10 @@ def add_runtime_args(parser: argparse.ArgumentParser, seed: int = 0) -> argparse
 def add_comet_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The original --api-key / --workspace / --experiment-name Comet flags."""
     parser.add_argument("--api-key", type=str, default=None,
-                        help="Comet api key (Comet logs only with a workspace too)")
-    parser.add_argument("--workspace", type=str, default=None, help="Comet workspace")
-    parser.add_argument("--experiment-name", type=str, default=None, help="Comet experiment name")
+                        help="Comet api key (default: none, no Comet logging; Comet logs only with a workspace too)")
+    parser.add_argument("--workspace", type=str, default=None, help="Comet workspace (default: none)")
+    parser.add_argument("--experiment-name", type=str, default=None,
+                        help="Comet experiment name (default: Comet's own)")
     return parser
 
 
@@ -50,7 +63,13 @@ def add_output_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     group.add_argument("--run-name", default=None,
                        help="run folder name under <output-root>/models (default: the upstream timestamped name)")
     group.add_argument("--resume", default=None, metavar="RUN_DIR",
-                       help="continue an interrupted run from RUN_DIR/resume.pt, skipping finished epochs")
+                       help="continue an interrupted run from RUN_DIR/resume.pt, skipping finished epochs; the flags "
+                            "that change the result must equal the run's (the script lists any that differ and "
+                            "stops before touching the folder), a finished run exits without writing (default: a new "
+                            "run folder)")
+    group.add_argument("--no-resume-state", action="store_true",
+                       help="do not write RUN_DIR/resume.pt (by default it is rewritten after every epoch and is as "
+                            "large as the model plus its optimizer state); such a run cannot be resumed")
     return parser
 
 

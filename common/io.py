@@ -1,21 +1,42 @@
 """File I/O shared by every paper: safe torch loading, weight resolution, atomic writes, JSON with clear errors."""
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import json
 import os
+import pickletools
 import tempfile
 import urllib.request
+import zipfile
 from pathlib import Path
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-import torch
-
+# torch is imported inside the functions that need it, so light tools (weights/check.py --help) start fast.
 PathLike = str | os.PathLike
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint file that cannot be read, or whose contents do not fit the model."""
+
+
+def key_problems(source: PathLike, model_name: str, missing: Sequence[str] = (), unexpected: Sequence[str] = (),
+                 shapes: Mapping[str, tuple[tuple[int, ...], tuple[int, ...]]] | None = None,
+                 flag_hints: Mapping[str, str] | None = None, limit: int = 20) -> str:
+    """One error message for a checkpoint that does not fit ``model_name``: the file, then every shape mismatch
+    (key, checkpoint shape, model shape and, when ``flag_hints`` maps a matching fnmatch pattern to it, the flag
+    that sets that size), the missing keys and the unexpected keys (at most ``limit`` of each, with the count)."""
+    parts = []
+    for key, (found, wanted) in (shapes or {}).items():
+        flag = next((flag for pattern, flag in (flag_hints or {}).items() if fnmatch.fnmatchcase(key, pattern)), None)
+        hint = f" (that size is set by {flag})" if flag else ""
+        parts.append(f"shape mismatch for {key}: checkpoint {tuple(found)}, model {tuple(wanted)}{hint}")
+    for label, keys in (("missing", missing), ("unexpected", unexpected)):
+        keys = sorted(keys)
+        shown = ", ".join(keys[:limit]) + (f" ... ({len(keys)} in all)" if len(keys) > limit else "")
+        parts.append(f"{label} keys ({len(keys)}): {shown or 'none'}")
+    return f"{source}: checkpoint does not fit {model_name}: " + "; ".join(parts)
 
 
 def is_url(value: PathLike) -> bool:
@@ -35,23 +56,130 @@ def load_torch_file(path: PathLike, *, trusted: bool = False, map_location: Any 
     """Load a ``torch.save`` file on ``map_location``.
 
     Tries ``weights_only=True`` first. Files that pickle other objects (numpy arrays, argparse namespaces) load
-    only with ``trusted=True``; otherwise the error says how to allow it.
+    only with ``trusted=True``; otherwise the error says how to allow it. A truncated or damaged file is reported
+    as corrupt with its size on disk, never with the ``--trust-checkpoints`` advice.
     """
+    import torch
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: checkpoint file not found")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as safe_error:  # noqa: BLE001 - re-raised with context below
+        damage = torch_file_damage(path)
+        if damage is not None:
+            raise CheckpointError(_corrupt_message(path, damage)) from safe_error
         if not trusted:
-            raise CheckpointError(
-                f"{path}: could not be loaded with weights_only=True ({_short_reason(safe_error)}). "
-                "If you trust this file, load it with trusted=True (scripts: --trust-checkpoints)."
-            ) from safe_error
+            if _refused_by_weights_only(safe_error):
+                raise CheckpointError(
+                    f"{path}: the file is a valid checkpoint, but it pickles objects that weights_only=True "
+                    f"refuses ({_short_reason(safe_error)}). If you trust this file, load it with trusted=True "
+                    "(scripts: --trust-checkpoints)."
+                ) from safe_error
+            raise CheckpointError(_corrupt_message(path, _short_reason(safe_error))) from safe_error
     try:
         return torch.load(path, map_location=map_location, weights_only=False)
     except Exception as error:  # noqa: BLE001
-        raise CheckpointError(f"{path}: not a readable torch checkpoint ({type(error).__name__}: {error})") from error
+        raise CheckpointError(_corrupt_message(path, f"{type(error).__name__}: {_short_reason(error)}")) from error
+
+
+def _corrupt_message(path: Path, reason: str) -> str:
+    return (f"{path}: corrupt or not a torch checkpoint ({file_size_text(path)} on disk; {reason}). "
+            "Download or copy it again.")
+
+
+def file_size_text(path: PathLike) -> str:
+    """The size of a file in readable units, e.g. ``'1.5 MB (1532210 bytes)'``."""
+    size = Path(path).stat().st_size
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if size >= scale:
+            return f"{size / scale:.1f} {unit} ({size} bytes)"
+    return f"{size} bytes"
+
+
+def _refused_by_weights_only(error: Exception) -> bool:
+    """Whether torch refused the file's pickled objects (as opposed to failing to read the file)."""
+    import pickle
+
+    text = str(error)
+    return isinstance(error, pickle.UnpicklingError) and "Weights only load failed" in text and (
+        "Unsupported global" in text or "GLOBAL" in text or "Unsupported operand" in text)
+
+
+def torch_file_damage(path: PathLike) -> str | None:
+    """Why ``path`` is not an intact ``torch.save`` file (truncated archive, bad CRC, unreadable pickle), or None.
+
+    Nothing in the file is executed: the zip members are CRC-checked and the pickle opcodes only parsed.
+    """
+    path = Path(path)
+    if path.stat().st_size == 0:
+        return "the file is empty"
+    if zipfile.is_zipfile(path):
+        try:
+            with zipfile.ZipFile(path) as archive:
+                bad = archive.testzip()
+                if bad is not None:
+                    return f"member {bad} fails its CRC check"
+                pickles = [name for name in archive.namelist() if name.endswith("data.pkl")]
+                if not pickles:
+                    return "a zip archive without the data.pkl of a torch checkpoint"
+                for _ in pickletools.genops(archive.read(pickles[0])):
+                    pass
+        except Exception as error:  # noqa: BLE001 - any failure here means a damaged archive
+            return f"damaged zip archive: {type(error).__name__}: {error}"
+        return None
+    with open(path, "rb") as handle:
+        head = handle.read(4)
+        if head == b"PK\x03\x04":
+            return "a zip archive whose end is missing: the file is truncated"
+        if not head.startswith(b"\x80"):
+            return "it is neither a zip archive nor a pickle"
+        handle.seek(0)
+        try:
+            for _ in pickletools.genops(handle):
+                pass
+        except Exception as error:  # noqa: BLE001
+            return f"truncated or damaged pickle: {type(error).__name__}: {error}"
+    return None
+
+
+def check_torch_file(path: PathLike, flag: str | None = None, expect_any: Sequence[str] = ()) -> Path:
+    """Cheap check, before any heavy work, that ``path`` exists, is readable and looks like a torch checkpoint
+    (zip archive or pickle) and, with ``expect_any``, that its top-level dict holds one of those keys (read
+    without loading the tensors; skipped for files only ``--trust-checkpoints`` can open). Errors name the file
+    and the flag that gave it. Returns the path."""
+    path = Path(path).expanduser()
+    given = f" (given by {flag})" if flag else ""
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: checkpoint file not found{given}")
+    if not path.is_file():
+        raise CheckpointError(f"{path}: is a folder, expected a checkpoint file{given}")
+    if not os.access(path, os.R_OK):
+        raise PermissionError(f"{path}: checkpoint file is not readable{given}")
+    with open(path, "rb") as handle:
+        head = handle.read(4)
+    if not (head.startswith(b"PK\x03\x04") or head.startswith(b"\x80")):
+        size = file_size_text(path)
+        raise CheckpointError(f"{path}: not a torch checkpoint ({size}; neither a zip archive nor a pickle){given}")
+    if expect_any and head.startswith(b"PK\x03\x04"):
+        keys = _top_level_keys(path)
+        if keys is not None and not set(expect_any) & set(keys):
+            raise CheckpointError(f"{path}: expected a checkpoint with one of the entries {list(expect_any)}, "
+                                  f"found {sorted(map(str, keys))[:10]}{given}")
+    return path
+
+
+def _top_level_keys(path: Path) -> list | None:
+    """The keys of a zip checkpoint's top-level dict, read memory-mapped (tensors untouched); None when it cannot
+    be read safely this way (the full load then explains why)."""
+    import torch
+
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # noqa: BLE001 - the real load reports it
+        return None
+    return list(payload) if isinstance(payload, dict) else []
 
 
 def _short_reason(error: Exception) -> str:
@@ -60,7 +188,7 @@ def _short_reason(error: Exception) -> str:
     for line in lines:
         if "Unsupported global" in line:
             return line.split(" Please use")[0]
-    return lines[0] if lines else type(error).__name__
+    return lines[0].split(". This is an internal")[0] if lines else type(error).__name__
 
 
 def resolve_weights(
@@ -96,6 +224,7 @@ def resolve_weights(
                 for block in iter(lambda: response.read(1 << 20), b""):
                     tmp.write(block)
         _check_hashes(Path(tmp.name), sha256=sha256, sha1=sha1, source=url, remove_on_mismatch=True)
+        os.chmod(tmp.name, new_file_mode())
         os.replace(tmp.name, target)
         return target
     _check_hashes(target, sha256=sha256, sha1=sha1, source=url, remove_on_mismatch=False)
@@ -113,12 +242,21 @@ def _check_hashes(path: Path, *, sha256: str | None, sha1: str | None, source: s
             raise CheckpointError(f"{path} (from {source}): {algo} is {actual}, expected {expected}")
 
 
+def new_file_mode() -> int:
+    """The mode a plain ``open(path, 'w')`` gives a new file under the current umask (e.g. 0o644)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def _atomic_write(path: PathLike, write) -> Path:
-    """Write through a temporary file in the same folder, then rename, so a crash never leaves a half file."""
+    """Write through a temporary file in the same folder, then rename, so a crash never leaves a half file.
+    The file gets the mode of a plainly created one (the user's umask), not the temporary file's 0600."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(tmp_name, new_file_mode())
         with os.fdopen(fd, "wb") as handle:
             write(handle)
             handle.flush()
@@ -132,6 +270,8 @@ def _atomic_write(path: PathLike, write) -> Path:
 
 def atomic_torch_save(obj: Any, path: PathLike) -> Path:
     """``torch.save`` that never leaves a partial file behind."""
+    import torch
+
     return _atomic_write(path, lambda handle: torch.save(obj, handle))
 
 

@@ -42,10 +42,40 @@ def grad_scaler(device: torch.device, enabled: bool = True) -> torch.amp.GradSca
     return torch.amp.GradScaler(device.type, enabled=amp_enabled(device, enabled))
 
 
+def progress_enabled() -> bool:
+    """Whether this process draws progress bars: rank 0 only, only when stderr is a terminal (a redirected log gets
+    no ``\\r`` frames), never with ``VLR_NO_PROGRESS=1``; ``VLR_PROGRESS=1`` draws them even into a file."""
+    if not is_main_process() or os.environ.get("VLR_NO_PROGRESS") == "1":
+        return False
+    return os.environ.get("VLR_PROGRESS") == "1" or sys.stderr.isatty()
+
+
 def progress(iterable: Iterable[T], desc: str | None = None, **kwargs) -> Iterator[T]:
-    """tqdm on rank 0, silent elsewhere; also silent when ``VLR_NO_PROGRESS=1``."""
-    disable = not is_main_process() or os.environ.get("VLR_NO_PROGRESS") == "1"
-    return tqdm(iterable, desc=desc, disable=disable, dynamic_ncols=True, **kwargs)
+    """tqdm on rank 0 when stderr is a terminal, silent otherwise (see ``progress_enabled``)."""
+    return tqdm(iterable, desc=desc, disable=not progress_enabled(), dynamic_ncols=True, **kwargs)
+
+
+def available_cpus() -> int:
+    """CPU cores this process may run on (its affinity mask where the platform has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
+def default_workers(wanted: int) -> int:
+    """A default DataLoader worker count: the original ``wanted``, capped at the machine's cores."""
+    return max(0, min(wanted, available_cpus()))
+
+
+def format_metrics(metrics: dict[str, float], digits: int = 2) -> str:
+    """``'name value, ...'`` with every number rounded to ``digits`` decimals, for printing (files keep all)."""
+    return ", ".join(f"{key} {value:.{digits}f}" if isinstance(value, float) else f"{key} {value}"
+                     for key, value in metrics.items())
+
+
+def format_number(value: float, digits: int = 4) -> str:
+    """A float for printing: ``digits`` significant digits (``0.00030000000000000073`` -> ``0.0003``)."""
+    return f"{value:.{digits}g}"
 
 
 def get_logger(name: str) -> logging.Logger:

@@ -302,3 +302,18 @@ def test_write_all_matches_the_loader_layout(tmp_path):
     assert info["cirr"]["splits"]["test1"]["images"] >= 51
     assert Path(info["coco"]["shifted_image_root"]).is_dir() and Path(info["flickr"]["shifted_ann_root"]).is_dir()
     json.dumps(info)
+    # validation splits large enough that recall differences of a few points are not noise
+    assert info["cirr"]["splits"]["val"] == {"images": 300, "queries": 300}
+    assert info["fashioniq"]["triplets"] == {c: {"train": 64, "val": 100, "test": 8} for c in ("dress", "shirt",
+                                                                                              "toptee")}
+    assert all(counts["val"] == 80 for counts in info["fashioniq"]["images"].values())
+    val = json.loads((tmp_path / "cirr_dataset/cirr/captions/cap.rc2.val.json").read_text())
+    assert len({entry["caption"] for entry in val}) > 150 and len({entry["img_set"]["id"] for entry in val}) == 50
+
+
+def test_cirr_queries_per_split(tmp_path):
+    info = write_cirr(tmp_path, n_sets={"train": 2, "val": 3, "test1": 9}, queries_per_set={"train": 1, "val": 4,
+                                                                                            "test1": 2})
+    assert [info["splits"][split]["queries"] for split in ("train", "val", "test1")] == [2, 12, 18]
+    with pytest.raises(ValueError, match="got 11 for val"):
+        write_cirr(tmp_path, queries_per_set={"train": 1, "val": 11, "test1": 1})

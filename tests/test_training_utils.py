@@ -34,7 +34,9 @@ def test_save_model_writes_released_layout_and_loads_strictly(tmp_path):
 
 def test_load_model_names_mismatched_keys(tmp_path):
     torch.save({"epoch": 0, "Combiner": {"other.weight": torch.ones(1)}}, tmp_path / "c.pt")
-    with pytest.raises(CheckpointError, match=r"c.pt: keys do not match Combiner: missing \['text_projection_layer"):
+    with pytest.raises(CheckpointError, match=r"c.pt: checkpoint does not fit Combiner: missing keys \(2\): "
+                       r"text_projection_layer.bias, text_projection_layer.weight; unexpected keys \(1\): "
+                       r"other.weight"):
         load_model(tmp_path / "c.pt", Combiner())
     with pytest.raises(CheckpointError, match="no entry 'CLIP'"):
         load_model(tmp_path / "c.pt", Combiner(), key="CLIP")

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from common.blip.vit import VisionTransformer, interpolate_pos_embed
-from common.io import CheckpointError, PathLike, is_url, load_torch_file, resolve_weights
+from common.io import CheckpointError, PathLike, is_url, key_problems, load_torch_file, resolve_weights
 
 logger = logging.getLogger(__name__)
 
@@ -119,6 +119,8 @@ def load_blip_checkpoint(
     cache_dir: PathLike | None = None,
     ignore: Sequence[str] = DEFAULT_IGNORES,
     expected_missing: Sequence[str] = (),
+    source_name: PathLike | None = None,
+    flag_hints: Mapping[str, str] | None = None,
 ) -> LoadReport:
     """Load a BLIP-format checkpoint into ``model`` and return a ``LoadReport``.
 
@@ -128,11 +130,14 @@ def load_blip_checkpoint(
     'optimizer_state_dict': ...}``). Then: keep ``select_prefix`` keys, apply ``remap`` (e.g. ``remap_twin``),
     interpolate the ViT position embeddings to the model's grid. Shape mismatches raise unless
     ``on_shape_mismatch='drop'``. Model keys absent from the file raise unless they match ``expected_missing`` or
-    ``ignore`` (fnmatch patterns).
+    ``ignore`` (fnmatch patterns). One error lists every shape mismatch (with the flag that sets the size when
+    ``flag_hints`` maps a matching pattern to one), the missing and the unexpected keys, and names the file:
+    ``source_name`` when ``src`` is an already loaded object.
     """
     if on_shape_mismatch not in ("error", "drop"):
         raise ValueError(f"on_shape_mismatch must be 'error' or 'drop', got {on_shape_mismatch!r}")
     source, obj = _load_source(src, allow_download=allow_download, trusted=trusted, cache_dir=cache_dir)
+    source = str(source_name) if source_name is not None else source
     state_dict = _extract_state_dict(obj, state_key, source)
     if select_prefix is not None:
         state_dict = _select_prefix(state_dict, select_prefix)
@@ -145,25 +150,22 @@ def load_blip_checkpoint(
 
     loadable: StateDict = {}
     unexpected, ignored, dropped = [], [], []
+    shapes: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {}
     for key, value in state_dict.items():
         if key not in model_state:
             (ignored if _matches(key, ignore) else unexpected).append(key)
         elif value.shape != model_state[key].shape:
-            if on_shape_mismatch == "error":
-                raise CheckpointError(
-                    f"{source}: shape mismatch for {key}: checkpoint {tuple(value.shape)}, "
-                    f"model {tuple(model_state[key].shape)}"
-                )
-            logger.warning("%s: dropping %s (checkpoint %s, model %s)", source, key, tuple(value.shape),
-                           tuple(model_state[key].shape))
-            dropped.append(key)
+            shapes[key] = (tuple(value.shape), tuple(model_state[key].shape))
+            if on_shape_mismatch == "drop":
+                logger.warning("%s: dropping %s (checkpoint %s, model %s)", source, key, *shapes[key])
+                dropped.append(key)
         else:
             loadable[key] = value
-    missing = sorted(key for key in model_state if key not in loadable and key not in dropped)
+    missing = sorted(key for key in model_state if key not in loadable and key not in shapes)
     not_allowed = [key for key in missing if not _matches(key, tuple(expected_missing) + tuple(ignore))]
-    if not_allowed:
-        shown = ", ".join(not_allowed[:20]) + (f" ... ({len(not_allowed)} in all)" if len(not_allowed) > 20 else "")
-        raise CheckpointError(f"{source}: missing keys for {type(model).__name__}: {shown}")
+    if not_allowed or (shapes and on_shape_mismatch == "error"):
+        raise CheckpointError(key_problems(source, type(model).__name__, not_allowed, unexpected,
+                                           shapes if on_shape_mismatch == "error" else {}, flag_hints))
     if missing:
         logger.info("%s: %d model keys not in the file (allowed): %s", source, len(missing), missing[:5])
     if unexpected:

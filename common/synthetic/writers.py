@@ -158,21 +158,23 @@ def _asin(rng: random.Random, used: set[str]) -> str:
 
 # -------------------------------------------------------------------------------------------------------- CIRR
 
-def write_cirr(root: PathLike, n_sets: IntPerSplit | None = None, queries_per_set: int = 3,
+def write_cirr(root: PathLike, n_sets: IntPerSplit | None = None, queries_per_set: IntPerSplit = 3,
                seed: int = 0) -> dict[str, Any]:
     """Write ``root/cirr_dataset`` with ``train/<k>/``, ``dev/``, ``test1/`` PNGs and the rc2 caption/split JSONs.
 
     Each image set holds 6 images: a base scene and 5 edits of it, listed as ``img_set.members`` (reference
-    included) in shuffled order; ``*_rank`` are positions in that list. Each set yields ``queries_per_set``
-    queries (base → edit or edit → base). ``n_sets`` defaults to train 16, val 6, test1 9; test1 needs ≥ 9 sets
-    (≥ 51 images) so that 50-long submission lists exist. test1 entries have no ``target_hard``,
-    ``target_soft`` or ``target_rank``. Split files map name → ``./<folder>/<name>.png``.
+    included) in shuffled order; ``*_rank`` are positions in that list. Each set yields ``queries_per_set`` (an
+    int, or a dict split → int) queries (base → edit or edit → base). ``n_sets`` defaults to train 16, val 6,
+    test1 9; test1 needs ≥ 9 sets (≥ 51 images) so that 50-long submission lists exist. test1 entries have no
+    ``target_hard``, ``target_soft`` or ``target_rank``. Split files map name → ``./<folder>/<name>.png``.
     """
     n_sets = n_sets if n_sets is not None else {"train": 16, "val": 6, "test1": 9}
     if _per_split(n_sets, "test1") * 6 < 51:
         raise ValueError("test1 needs at least 9 image sets (51 images) for 50-long CIRR submission lists")
-    if not 1 <= queries_per_set <= 10:
-        raise ValueError(f"queries_per_set must be in 1..10 (a set has 10 base/edit pairs), got {queries_per_set}")
+    for split in CIRR_SPLITS:
+        if not 1 <= _per_split(queries_per_set, split) <= 10:
+            raise ValueError(f"queries_per_set must be in 1..10 (a set has 10 base/edit pairs), got "
+                             f"{_per_split(queries_per_set, split)} for {split}")
     base = Path(root) / "cirr_dataset"
     used_scenes: set[Scene] = set()
     scenes_by_name: dict[str, dict] = {}
@@ -193,7 +195,7 @@ def write_cirr(root: PathLike, n_sets: IntPerSplit | None = None, queries_per_se
                 scenes_by_name[name] = scene.to_dict()
             members = rng.sample(names, 6)
             pairs = [(0, i) for i in range(1, 6)] + [(i, 0) for i in range(1, 6)]
-            for ref, tgt in rng.sample(pairs, queries_per_set):
+            for ref, tgt in rng.sample(pairs, _per_split(queries_per_set, split)):
                 entry = {"pairid": pairid, "reference": names[ref], "target_hard": names[tgt],
                          "target_soft": {names[tgt]: 1.0},
                          "caption": describe_change(scenes[ref], scenes[tgt], rng.randrange(2)),
@@ -414,8 +416,16 @@ def corrupt_caption(text: str, augmentation: str, level: int, rng: random.Random
 
 # ---------------------------------------------------------------------------------------------------------- all
 
+DEMO_FIQ_IMAGES = {"train": 48, "val": 80, "test": 8}
+DEMO_FIQ_TRIPLETS = {"train": 64, "val": 100, "test": 8}
+DEMO_CIRR_SETS = {"train": 40, "val": 50, "test1": 9}
+DEMO_CIRR_QUERIES = {"train": 6, "val": 6, "test1": 3}
+"""The demo's FashionIQ (per category) and CIRR sizes: validation splits of 300 queries each (100 per FashionIQ
+category), so that a few points of recall are more than noise."""
+
+
 def write_all(root: PathLike, seed: int = 0) -> dict[str, Any]:
-    """Write every synthetic dataset small enough for the demo into the data root ``root`` (about a second).
+    """Write every synthetic dataset small enough for the demo into the data root ``root`` (a few seconds).
 
     Returns the writers' dicts under ``fashioniq``, ``cirr``, ``shoes``, ``coco`` and ``flickr`` (COCO and Flickr
     with an impulse_noise-4 image shift and a RandomCharAug_swap-5 caption shift), plus ``data_root``. COCO has
@@ -427,9 +437,8 @@ def write_all(root: PathLike, seed: int = 0) -> dict[str, Any]:
     shifts = {"image_shift": ("impulse_noise", 4), "caption_shift": ("RandomCharAug_swap", 5)}
     return {
         "data_root": str(root),
-        "fashioniq": write_fashioniq(root, {"train": 48, "val": 24, "test": 8}, {"train": 64, "val": 24, "test": 8},
-                                     seed),
-        "cirr": write_cirr(root, {"train": 16, "val": 6, "test1": 9}, 3, seed),
+        "fashioniq": write_fashioniq(root, DEMO_FIQ_IMAGES, DEMO_FIQ_TRIPLETS, seed),
+        "cirr": write_cirr(root, DEMO_CIRR_SETS, DEMO_CIRR_QUERIES, seed),
         "shoes": write_shoes_raw(root, seed=seed),
         "coco": write_karpathy(root, "coco", 500, seed, **shifts),
         "flickr": write_karpathy(root, "flickr", 40, seed, **shifts),

@@ -6,6 +6,7 @@ Candidate Re-ranking, CLIP4Cir/MLCL). Resume files carry everything needed to co
 from __future__ import annotations
 
 import random
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from common.io import CheckpointError, PathLike, atomic_torch_save, load_torch_file
+from common.io import (CheckpointError, PathLike, atomic_torch_save, file_size_text, key_problems,
+                       load_torch_file, torch_file_damage)
 
 RESUME_FILE = "resume.pt"
 
@@ -44,11 +46,13 @@ def save_model(
 
 
 def load_model(path: PathLike, model: nn.Module, key: str | None = None, strict: bool = True,
-               trusted: bool = False) -> dict:
+               trusted: bool = False, flag_hints: Mapping[str, str] | None = None) -> dict:
     """Load ``path`` (released or ours) into ``model``; returns the whole file dict (``epoch`` etc.).
 
     The model entry is ``key`` if given, else the model's class name, else the only state dict in the file.
-    A key mismatch raises a CheckpointError listing the missing and unexpected keys.
+    A shape mismatch (always) or a key mismatch (with ``strict``) raises a CheckpointError naming the file and
+    listing every mismatching shape, the missing and the unexpected keys; ``flag_hints`` maps fnmatch patterns of
+    keys to the flag that sets their size (e.g. ``{"combiner_layer.*": "--projection-dim"}``) for the message.
     """
     payload = load_torch_file(path, trusted=trusted)
     if not isinstance(payload, dict):
@@ -61,13 +65,15 @@ def load_model(path: PathLike, model: nn.Module, key: str | None = None, strict:
         if key is not None or len(candidates) != 1:
             raise CheckpointError(f"{path}: no entry '{wanted}'; the file holds {sorted(payload)}")
         state = payload[candidates[0]]
-    result = unwrap(model).load_state_dict(state, strict=False)
-    if strict and (result.missing_keys or result.unexpected_keys):
-        raise CheckpointError(
-            f"{path}: keys do not match {type(unwrap(model)).__name__}: "
-            f"missing {result.missing_keys[:20]}{'...' if len(result.missing_keys) > 20 else ''}, "
-            f"unexpected {result.unexpected_keys[:20]}{'...' if len(result.unexpected_keys) > 20 else ''}"
-        )
+    model_state = unwrap(model).state_dict()
+    missing = [name for name in model_state if name not in state]
+    unexpected = [name for name in state if name not in model_state]
+    shapes = {name: (tuple(value.shape), tuple(model_state[name].shape)) for name, value in state.items()
+              if name in model_state and hasattr(value, "shape") and value.shape != model_state[name].shape}
+    if shapes or (strict and (missing or unexpected)):
+        raise CheckpointError(key_problems(path, type(unwrap(model)).__name__, missing, unexpected, shapes,
+                                           flag_hints))
+    unwrap(model).load_state_dict(state, strict=False)
     return payload
 
 
@@ -105,6 +111,22 @@ def save_resume_state(
         "rng": _rng_state(),
     }
     return atomic_torch_save(payload, Path(run_dir) / RESUME_FILE)
+
+
+def read_resume_epoch(run_dir: PathLike) -> int:
+    """The epoch a run continues from, read from ``run_dir/resume.pt`` without loading its tensors; a damaged or
+    foreign file raises a CheckpointError naming it."""
+    path = Path(run_dir) / RESUME_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no resume state in this run folder (expected {RESUME_FILE})")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    except Exception as error:  # noqa: BLE001 - reported with the file's size and the damage found
+        reason = torch_file_damage(path) or f"{type(error).__name__}: {error}"
+        raise CheckpointError(f"{path}: corrupt resume state ({file_size_text(path)}; {reason})") from error
+    if not isinstance(payload, dict) or not {"epoch", "modules", "rng"} <= set(payload):
+        raise CheckpointError(f"{path}: not a resume state (expected a dict with epoch, modules and rng)")
+    return int(payload["epoch"]) + 1
 
 
 def load_resume_state(run_dir: PathLike, modules: dict[str, Any]) -> tuple[int, dict[str, Any]]:

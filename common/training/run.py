@@ -1,30 +1,123 @@
 """A training run folder in CLIP4Cir's layout: ``<output-root>/models/<prefix>_<timestamp>/`` with the JSON
-hyper-parameters, ``train_metrics.csv``, ``validation_metrics.csv``, ``training_curves.png``, the Comet experiment,
-and ``resume.pt`` after every epoch so that ``--resume RUN_DIR`` repeats no finished epoch."""
+hyper-parameters, every flag of the run (``run_args.json``), ``train_metrics.csv``, ``validation_metrics.csv``,
+``training_curves.png``, the Comet experiment, and ``resume.pt`` after every epoch (unless ``--no-resume-state``) so
+that ``--resume RUN_DIR`` repeats no finished epoch.
+
+``--resume`` is guarded: the flags that change the result must equal the run's, or the script stops before it
+touches the folder; flags that only change how the run executes (``IGNORED_FLAGS``) may differ."""
 from __future__ import annotations
 
 import argparse
+import json
+import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from common.dist import DistInfo, barrier, broadcast_object
-from common.io import PathLike
-from common.runtime import get_logger
-from common.training.checkpoint import load_resume_state, save_resume_state
+from common.io import PathLike, atomic_write_json, read_json
+from common.runtime import format_metrics, get_logger
+from common.training.checkpoint import RESUME_FILE, load_resume_state, read_resume_epoch, save_resume_state
 from common.training.experiment import CSVLogger, ExperimentTracker, make_run_dir, write_hyperparameters
 from common.training.plots import plot_training_curves
 
 logger = get_logger(__name__)
 
+HYPERPARAMETERS_FILE = "training_hyperparameters.json"
+ARGS_FILE = "run_args.json"
+IGNORED_FLAGS = frozenset({
+    "device", "num_workers", "api_key", "workspace", "experiment_name", "resume", "run_name", "output_root",
+    "cache_dir", "no_resume_state", "allow_download", "trust_checkpoints", "no_amp", "num_epochs",
+})
+"""Flags that may differ on ``--resume``: where and how the run executes and logs, not what it computes, and
+``num_epochs`` (a larger value extends a run; scripts whose schedule depends on it pass ``strict=("num_epochs",)``)."""
 
-def open_run_dir(args: argparse.Namespace, dist: DistInfo, prefix: str) -> Path:
-    """``--resume RUN_DIR``, else a new ``<output-root>/models/<prefix>_<timestamp>`` made by process 0."""
+
+class ResumeMismatch(ValueError):
+    """``--resume`` with flags that would change the run."""
+
+
+def _plain(value: Any) -> Any:
+    """``value`` as it reads back from JSON (paths as strings, tuples as lists)."""
+    return json.loads(json.dumps(value, default=str))
+
+
+def resume_differences(saved: dict[str, Any], current: dict[str, Any], ignore: Iterable[str] = IGNORED_FLAGS,
+                       flags: Iterable[str] = ()) -> dict[str, str]:
+    """Key -> ``--flag: run <saved>, now <current>`` for each key of both dicts whose values differ (keys in
+    ``flags`` are shown as command-line flags); keys in ``ignore`` and keys only one side has are skipped."""
+    flags, ignore = set(flags), set(ignore)
+    lines = {}
+    for key in sorted(set(saved) & set(current) - ignore):
+        before, now = _plain(saved[key]), _plain(current[key])
+        if before != now:
+            name = f"--{key.replace('_', '-')}" if key in flags else key
+            lines[key] = f"{name}: run {before!r}, now {now!r}"
+    return lines
+
+
+def check_writable_root(root: PathLike, flag: str = "--output-root") -> None:
+    """Fail fast when ``root`` (or the nearest folder above it that exists) cannot receive new files."""
+    path = Path(root).expanduser().absolute()
+    existing = next(folder for folder in (path, *path.parents) if folder.exists())
+    if not existing.is_dir():
+        raise NotADirectoryError(f"{flag} {root}: {existing} is a file, expected a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise PermissionError(f"{flag} {root}: cannot create files in {existing} (permission denied)")
+
+
+def preflight(args: argparse.Namespace, params: dict[str, Any], num_epochs: int | None = None,
+              ignore: Iterable[str] = (), strict: Iterable[str] = ()) -> int | None:
+    """Cheap checks to run before any heavy work (feature extraction); writes nothing.
+
+    A new run: ``--output-root`` must be writable; returns None. ``--resume RUN_DIR``: the folder must hold this
+    script's hyper-parameter file and a readable ``resume.pt``, and ``params`` plus every flag of ``args`` must
+    equal the run's (``IGNORED_FLAGS`` and ``ignore`` may differ, unless named in ``strict``), else
+    ``ResumeMismatch`` lists each difference.
+    Returns the epoch the run continues from; a run with all ``num_epochs`` (default ``args.num_epochs``) done
+    says so and exits with status 0.
+    """
+    resume = getattr(args, "resume", None)
+    if not resume:
+        check_writable_root(getattr(args, "output_root", "."))
+        return None
+    run_dir = Path(resume)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"{run_dir}: --resume expects a run folder of an earlier run")
+    if not (run_dir / HYPERPARAMETERS_FILE).is_file():
+        raise FileNotFoundError(f"{run_dir}: --resume expects a run folder holding {HYPERPARAMETERS_FILE}")
+    check_writable_root(run_dir, "--resume")
+    saved_args = (read_json(run_dir / ARGS_FILE, "the flags of the run") if (run_dir / ARGS_FILE).is_file()
+                  else {})
+    current_args = vars(args)
+    ignored = (IGNORED_FLAGS | set(ignore)) - set(strict)
+    saved_params = read_json(run_dir / HYPERPARAMETERS_FILE, "the run's hyper-parameters")
+    differences = {**resume_differences(saved_params, params, ignored, flags=current_args),
+                   **resume_differences(saved_args, current_args, ignored, flags=current_args)}
+    if differences:
+        listing = "\n  ".join(differences[key] for key in sorted(differences))
+        raise ResumeMismatch(
+            f"{run_dir}: cannot resume, these settings differ from the run's:\n  {listing}\n"
+            "Give the run's values again, or start a new run without --resume. Nothing in the folder was changed.")
+    if not (run_dir / RESUME_FILE).is_file():
+        raise FileNotFoundError(f"{run_dir / RESUME_FILE}: no resume state in this run folder (was it started "
+                                "with --no-resume-state?)")
+    start = read_resume_epoch(run_dir)
+    total = num_epochs if num_epochs is not None else getattr(args, "num_epochs", None)
+    if total is not None and start >= total:
+        logger.info("%s is finished: all %d epochs are done; nothing to resume", run_dir, total)
+        raise SystemExit(0)
+    return start
+
+
+def open_run_dir(args: argparse.Namespace, dist: DistInfo, prefix: str, subdir: str = "models") -> Path:
+    """``--resume RUN_DIR``, else a new ``<output-root>/<subdir>/<prefix>_<timestamp>`` made by process 0."""
     if args.resume:
         run_dir = Path(args.resume)
         if not run_dir.is_dir():
             raise FileNotFoundError(f"{run_dir}: --resume expects a run folder of an earlier run")
         return run_dir
-    run_dir = make_run_dir(Path(args.output_root) / "models", prefix, args.run_name) if dist.is_main else None
+    run_dir = make_run_dir(Path(args.output_root) / subdir, prefix, args.run_name) if dist.is_main else None
     return Path(broadcast_object(str(run_dir) if run_dir else None))
 
 
@@ -59,7 +152,7 @@ class RunLog:
             self.tracker.log_metrics(metrics, epoch=epoch)
         if self.enabled:
             self.val_csv.log({"epoch": epoch, **metrics})
-            logger.info("epoch %d: %s", epoch, ", ".join(f"{k} {v:.2f}" for k, v in metrics.items()))
+            logger.info("epoch %d: %s", epoch, format_metrics(metrics))
             self.plot()
 
     def plot(self) -> None:
@@ -73,21 +166,37 @@ class TrainingRun:
     """A training script's run folder: a new one, or ``--resume RUN_DIR`` with its state restored into ``state``
     (name -> object with ``state_dict``); ``best`` holds the best metrics so far and is saved with the resume point.
 
-    ``args`` needs the flags of ``common.args.add_output_args`` and ``add_comet_args``.
+    ``args`` needs the flags of ``common.args.add_output_args`` and ``add_comet_args``. ``preflight`` runs first
+    (call it yourself before heavy work to fail early): a resume with differing flags stops before the folder is
+    touched, a finished run exits 0. ``num_epochs`` defaults to ``args.num_epochs``; ``resume_ignore`` names more
+    flags that may differ on resume, ``resume_strict`` flags of ``IGNORED_FLAGS`` that must not. The run folder is
+    ``<output-root>/<subdir>/<prefix>_<timestamp>``.
     """
 
     def __init__(self, args: argparse.Namespace, dist: DistInfo, prefix: str, state: dict[str, Any],
-                 params: dict[str, Any], project: str, title: str, code_dir: PathLike | None = None):
-        self.dir, self.dist, self.state = open_run_dir(args, dist, prefix), dist, state
+                 params: dict[str, Any], project: str, title: str, code_dir: PathLike | None = None,
+                 num_epochs: int | None = None, resume_ignore: Iterable[str] = (), resume_strict: Iterable[str] = (),
+                 subdir: str = "models"):
+        preflight(args, params, num_epochs, resume_ignore, resume_strict)
+        self.dir, self.dist, self.state = open_run_dir(args, dist, prefix, subdir), dist, state
+        self.save_resume = not getattr(args, "no_resume_state", False)
         self.start_epoch, extra = load_resume_state(self.dir, state) if args.resume else (0, {})
         self.best: dict[str, float] = extra.get("best", {})
+        total = num_epochs if num_epochs is not None else getattr(args, "num_epochs", None)
+        if args.resume:
+            logger.info("resuming %s at epoch %d of %s (epochs 0-%d are done)", self.dir, self.start_epoch,
+                        total if total is not None else "?", self.start_epoch - 1)
+        else:
+            logger.info("run folder: %s", self.dir)
         if dist.is_main and not args.resume:
             write_hyperparameters(self.dir, params)
+            atomic_write_json(_plain(vars(args)), self.dir / ARGS_FILE, sort_keys=True, indent=4)
         self.log = RunLog(self.dir, dist, args, project, title, self.start_epoch, code_dir)
         self.log.tracker.log_parameters(params)
 
     def end_epoch(self, epoch: int) -> None:
-        """Write ``resume.pt`` after ``epoch`` (process 0), then wait for every process."""
-        if self.dist.is_main:
+        """Write ``resume.pt`` after ``epoch`` (process 0; not with ``--no-resume-state``), then wait for every
+        process."""
+        if self.dist.is_main and self.save_resume:
             save_resume_state(self.dir, epoch, self.state, extra={"best": self.best})
         barrier()
