@@ -1,10 +1,12 @@
 """The online adaptation loop shared by TCR and the baselines.
 
-Each global query batch is split into contiguous per-rank shards; every rank encodes its shard, the features are
-gathered (with gradients) into the global batch, and every rank computes the same loss on it. With
-``grad_sync='global'`` the LayerNorm gradients are then averaged over ranks, which makes each update the exact
-full-batch gradient step of a single process (spec §4.6), so N processes give the metrics of one. ``'local'``
-keeps upstream's multi-GPU behaviour: each rank steps on its own shard's gradient and the replicas drift apart.
+Each global query batch is split over the ranks (rank r holds positions r, r+W, ..., see ``tcr.engine``); every
+rank encodes its shard, the features are gathered (with gradients) into the global batch in stream order, and
+every rank computes the same loss on it. With ``grad_sync='global'`` the LayerNorm gradients are then averaged over
+ranks, which makes each update the exact full-batch gradient step of a single process, so N processes give the
+metrics of one. ``'local'`` keeps the original's multi-GPU behaviour (its methods call ``model.module`` and bypass
+DDP's gradient all-reduce, ``main.py``): each rank steps on the gradient that flows through its own shard (W times
+the full-batch loss's gradient through those rows, from the gather's backward sum) and the replicas drift apart.
 """
 from __future__ import annotations
 
@@ -27,8 +29,8 @@ class QueryBatch:
 
     ``inputs``: this rank's rows (an image tensor on the device, or a list of captions), or None when the rank's
     shard is empty. ``indices``: dataset indices of all B queries in stream order (identical on every rank).
-    ``rank_sizes``: rows per rank (contiguous shards in rank order). ``local_rows``: this rank's positions in the
-    global batch. ``position``: index of the batch in the stream.
+    ``rank_sizes``: rows per rank. ``local_rows``: this rank's positions in the global batch (``range(rank, B, W)``;
+    ``range(B)`` in one process). ``position``: index of the batch in the stream.
     """
 
     inputs: Any
@@ -125,7 +127,8 @@ class OnlineAdapter:
 
 
 def gather_rows(local: torch.Tensor | None, batch: QueryBatch, like: torch.Tensor) -> torch.Tensor:
-    """Concatenate every rank's rows of ``batch`` into [B, ...] (gradients flow back to each rank's own rows).
+    """Gather every rank's rows of ``batch`` into [B, ...] in stream order (gradients flow back to each rank's own
+    rows). Rank r's j-th row is position ``r + j·W`` of the batch.
 
     Shards of unequal length are zero-padded for the collective and the padding is dropped again; an empty shard
     (``local=None``) contributes only padding, shaped and typed like ``like``'s rows.
@@ -141,5 +144,6 @@ def gather_rows(local: torch.Tensor | None, batch: QueryBatch, like: torch.Tenso
             filler.requires_grad_(True)
         local = torch.cat([local, filler])
     gathered = all_gather_with_grad(local)
-    rows = [rank * per_rank + row for rank, size in enumerate(batch.rank_sizes) for row in range(size)]
+    world_size = len(batch.rank_sizes)
+    rows = [(position % world_size) * per_rank + position // world_size for position in range(batch.size)]
     return gathered[torch.tensor(rows, device=gathered.device)]

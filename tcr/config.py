@@ -1,4 +1,5 @@
-"""TCR config files (tcr spec §2.1): load an upstream YAML unchanged, validate it, resolve its relative paths.
+"""TCR config files (the original's ``configs/``): load an upstream YAML unchanged, validate it, resolve its
+relative paths.
 
 ``--config`` takes either a YAML file or the name of an upstream config, which is then rendered in memory from the
 template in :mod:`tcr.configs.tree`: ``QS/i2t/coco_image_c/COCO_IP_fog_3``, with or without a leading

@@ -1,4 +1,5 @@
-"""TCR's test sets (tcr spec §3): one registry from a config to ``(image dataset, text dataset)``.
+"""TCR's test sets (the original's ``data/*_dataset.py``): one registry from a config to
+``(image dataset, text dataset)``.
 
 Every dataset pair shares one annotation with ``images`` (paths relative to the image folder), ``texts`` (cleaned
 captions; for PEDES a ``[N, 77]`` LongTensor of CLIP BPE ids), ``img2txt`` (image id → list of text ids) and
@@ -11,17 +12,20 @@ captions; for PEDES a ``[N, 77]`` LongTensor of CLIP BPE ids), ``img2txt`` (imag
 - ``fashion_gen``, ``fashion_gen_detail``: one pickle per image in ``image_root/full_valid_info_PAI/`` (sorted by
   file name) with ``img_name``, ``captions`` and ``super_cls_id``; images in ``image_root/extracted_valid_images/``.
   Records are grouped by product id (``img_name`` up to the first ``_``), products in first-seen order; each record
-  adds its image and one caption entry (a list of captions is joined), duplicates kept; every image of a product
-  is relevant to every caption of it. ``fashion_gen_detail`` keeps records with ``super_cls_id == '21'``.
+  adds its image and its caption (a list of captions adds one text per caption, as the original extends the
+  product's caption list), duplicates kept; every image of a product is relevant to every caption of it.
+  ``fashion_gen_detail`` keeps records with ``super_cls_id == '21'``.
 - ``cuhk_pedes``, ``icfg_pedes``: IRRA's JSON (``image_root/reid_raw.json`` or ``image_root/ICFG-PEDES.json``), the
-  ``split == 'test'`` records, images in ``image_root/imgs/``; captions are tokenised with CLIP's BPE at length 77
-  (SOT, tokens, EOT; an over-long caption is cut and ends in EOT), grouped by person ``id`` many-to-many. IRRA
-  swaps the last merge token of the vocabulary (id 49405) for ``<|mask|>``; no caption can produce ``<|mask|>``,
-  so the ids equal OpenAI's tokenizer's except for a caption that contains that one merge, where IRRA fails.
+  ``split == 'test'`` records grouped by person ``id`` (persons in first-seen order, records in file order within
+  a person, for images and texts alike, as the original builds them), images in ``image_root/imgs/``; captions are
+  tokenised with CLIP's BPE at length 77 (SOT, tokens, EOT; an over-long caption is cut and ends in EOT), matched
+  by person ``id`` many-to-many. IRRA swaps the last merge token of the vocabulary (id 49405) for ``<|mask|>``; no
+  caption can produce ``<|mask|>``, so the ids equal OpenAI's tokenizer's except for a caption that contains that
+  one merge, where IRRA fails.
 
 Transforms: BLIP squashes to 384×384 (bicubic), CLIP to 224×224 (no centre crop), PEDES resizes to 384×128
 (bilinear) whatever the backbone; all normalise with CLIP's statistics. The config's ``image_size`` is ignored, as
-upstream (spec Q11).
+upstream.
 """
 from __future__ import annotations
 
@@ -135,7 +139,8 @@ def read_fashion_gen(root: PathLike, detail: bool = False, max_words: int = FASH
             continue
         product = products.setdefault(record["img_name"].split("_")[0], {"images": [], "captions": []})
         product["images"].append(record["img_name"])
-        product["captions"].append(record["captions"])
+        captions = record["captions"]
+        product["captions"].extend(captions if isinstance(captions, list) else [captions])
     if not products:
         raise FileNotFoundError(f"{info_dir}: no usable .pkl records"
                                 + (f" with super_cls_id == {FASHION_DETAIL_CLASS!r}" if detail else ""))
@@ -158,19 +163,22 @@ def read_pedes(root: PathLike, name: str, text_length: int = TEXT_LENGTH) -> Ret
     if not isinstance(entries, list):
         raise ValueError(f"{ann_file}: expected {what}")
     ann = RetrievalAnnotation(ann_file)
-    captions: list[str] = []
-    image_groups, text_groups = [], []
+    persons: dict[Hashable, list[dict[str, Any]]] = {}
     for index, entry in enumerate(entries):
         if not isinstance(entry, dict) or not {"id", "file_path", "captions", "split"} <= entry.keys():
             raise ValueError(f"{ann_file}: entry {index} is not of the form {what}")
-        if entry["split"] != "test":
-            continue
-        ann.images.append(entry["file_path"])
-        image_groups.append(entry["id"])
-        captions.extend(entry["captions"])
-        text_groups.extend([entry["id"]] * len(entry["captions"]))
-    if not ann.images:
+        if entry["split"] == "test":
+            persons.setdefault(entry["id"], []).append(entry)
+    if not persons:
         raise ValueError(f"{ann_file}: no records with split == 'test'")
+    captions: list[str] = []
+    image_groups, text_groups = [], []
+    for person, records in persons.items():
+        for entry in records:
+            ann.images.append(entry["file_path"])
+            image_groups.append(person)
+            captions.extend(entry["captions"])
+            text_groups.extend([person] * len(entry["captions"]))
     ann.texts = tokenize(captions, context_length=text_length, truncate=True).long()
     _group_maps(ann, image_groups, text_groups)
     return ann

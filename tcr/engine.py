@@ -1,10 +1,14 @@
-"""Gallery encoding, the online query stream, score placement and evaluation (spec §4.1, §4.6, §6).
+"""Gallery encoding, the online query stream, score placement and evaluation (the original's ``main.py``
+``test_time_tune`` and ``evaluation.py``).
 
-Stream semantics, identical for any number of processes: the query order is ``randperm(N)`` from a generator
-seeded with 0 (upstream's ``DistributedSampler`` default, independent of ``--seed``); global batch i is positions
-``[i·B, (i+1)·B)`` of that order, split into contiguous per-rank shards. Every rank holds the gathered features of
-the whole batch, so each rank computes the same scores, and row i of the score matrix is always query i (scores
-are assigned by dataset index, never summed).
+Stream semantics: the query order is ``randperm(N)`` from a generator seeded with 0 (the original's
+``DistributedSampler`` default, independent of ``--seed``); global batch i is positions ``[i·B, (i+1)·B)`` of that
+order. Rank r of W holds the strided positions r, r+W, r+2W, ... of every global batch, which is what the original's
+``DistributedSampler`` (rank r reads ``order[r::W]``) and per-rank batches of B/W give, so ``--ddp_grad local``
+on N processes sees the original's N-GPU shards (when W divides B and N; the original pads the last shard with
+repeated queries, we don't). Every rank holds the gathered features of the whole batch in stream order, so each rank
+computes the same scores, and row i of the score matrix is always query i (scores are assigned by dataset index,
+never summed).
 """
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ from typing import Any, Iterator, Sequence
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from common.dist import get_rank, get_world_size, shard_range
+from common.dist import get_rank, get_world_size
 from common.features import extract_features
 from common.metrics.retrieval import itm_eval
 from common.runtime import progress
@@ -36,11 +40,16 @@ def global_batches(order: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
     return list(order.split(batch_size))
 
 
+def shard_rows(batch_size: int, rank: int, world_size: int) -> range:
+    """Positions of rank ``rank`` in a global batch: ``rank, rank + W, rank + 2W, ...``."""
+    return range(rank, batch_size, world_size)
+
+
 class ShardSampler(Sampler[list[int]]):
-    """Batch sampler yielding this rank's non-empty shard of every global batch."""
+    """Batch sampler yielding this rank's non-empty shard (:func:`shard_rows`) of every global batch."""
 
     def __init__(self, batches: Sequence[torch.Tensor], rank: int, world_size: int):
-        self.shards = [batch[list(shard_range(len(batch), rank, world_size))].tolist() for batch in batches]
+        self.shards = [batch[list(shard_rows(len(batch), rank, world_size))].tolist() for batch in batches]
         self.shards = [shard for shard in self.shards if shard]
 
     def __iter__(self) -> Iterator[list[int]]:
@@ -63,8 +72,8 @@ def query_stream(dataset: Dataset, batch_size: int, device: torch.device,
                         pin_memory=device.type == "cuda")
     local_batches = iter(loader)
     for position, indices in enumerate(batches):
-        rows = shard_range(len(indices), rank, world_size)
-        sizes = [len(shard_range(len(indices), r, world_size)) for r in range(world_size)]
+        rows = shard_rows(len(indices), rank, world_size)
+        sizes = [len(shard_rows(len(indices), r, world_size)) for r in range(world_size)]
         inputs = to_device(next(local_batches)[0], device) if len(rows) else None
         yield QueryBatch(inputs=inputs, indices=indices, rank_sizes=sizes, local_rows=rows, position=position)
 

@@ -1,4 +1,5 @@
-"""The 16 ImageNet-C corruptions of COCO-C / Flickr-C through ``imagecorruptions==1.1.2`` (tcr spec §7.1, §7.3).
+"""The 16 ImageNet-C corruptions of COCO-C / Flickr-C through ``imagecorruptions==1.1.2``
+(the original's recipe: ``MM_Robustness: image_perturbation/perturb_COCO_IP.py``).
 
 ``imagecorruptions`` 1.1.2 predates NumPy 2 and scikit-image 0.19+: ``fog`` builds its plasma map with the removed
 ``np.float_``, and ``glass_blur`` (and the unused ``gaussian_blur``) call ``skimage.filters.gaussian`` with the

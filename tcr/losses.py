@@ -1,7 +1,7 @@
 """TCR's objective on L2-normalised features: candidate selection and the three terms L_REM, L_UNI, L_EMG.
 
-Notation (spec §4.2): ``query`` z is the gathered query batch [B, d], ``gallery`` G [N, d], ``candidates`` C the
-nearest gallery item of each query [B, d] (duplicates allowed). All inputs are L2-normalised.
+Notation (the original's ``losses.py``): ``query`` z is the gathered query batch [B, d], ``gallery`` G [N, d],
+``candidates`` C the nearest gallery item of each query [B, d] (duplicates allowed). All inputs are L2-normalised.
 """
 from __future__ import annotations
 

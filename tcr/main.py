@@ -4,7 +4,7 @@
     python tcr/main.py --retrieval t2i --config QS/t2i/coco_text_c/annotation_OcrAug_4 --method tent --device cpu
     python tcr/main.py --config CONFIG                      # no --retrieval (or --retrieval None): no adaptation
 
-Differences from the original (spec §10.1): runs as one process on CPU or GPU as well as under torchrun, with the
+Differences from the original: runs as one process on CPU or GPU as well as under torchrun, with the
 same metrics for any process count (``--ddp_grad global``; ``local`` keeps upstream's unsynchronised multi-GPU
 updates); ``--retrieval None`` disables adaptation; rank 0 alone writes one ``evaluate.txt`` line, with the
 unused direction as null and the run's method/config added, plus ``result.json``; an empty L_REM set logs 0, not
@@ -23,22 +23,23 @@ from typing import Any
 
 import torch
 
+from common.args import HelpFormatter
 from common.dist import cleanup, get_world_size, init_distributed
 from common.io import atomic_write_json
 from common.runtime import seed_everything
+from common.tta import train_only
 from tcr.adapter import GRAD_SYNC_MODES
 from tcr.config import dump_config, load_config
 from tcr.data import build_tcr_datasets
 from tcr.engine import DIRECTION_PREFIX, distribution_stats, encode_all, evaluate, run_stream
 from tcr.method import METHODS, build_adapter, build_optimizer, check_method, method_temperature
 from tcr.models import BackboneOptions, build_backbone, check_direction
-from common.tta import train_only
 
 NO_ADAPTATION = ("None", "none")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--config", default="./configs/QS/i2t_large/flickr_image_c/Flickr30K_IP_gaussian_noise_5.yaml",
                         help="YAML config file, or the name of an upstream config (e.g. QS/i2t/coco_image_c/"
                              "COCO_IP_fog_3)")
@@ -61,15 +62,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--method", default="tcr", help=f"one of {', '.join(METHODS)}")
 
     ours = parser.add_argument_group("additions (defaults keep the original behaviour)")
-    ours.add_argument("--data_root", default=None, help="folder that plays upstream's ./dataset")
-    ours.add_argument("--weights_root", default=None, help="folder that plays upstream's ./weights")
+    ours.add_argument("--data_root", default=None,
+                      help="folder that plays upstream's ./dataset (default: ./dataset under the working directory)")
+    ours.add_argument("--weights_root", default=None,
+                      help="folder that plays upstream's ./weights (default: ./weights under the working directory)")
     ours.add_argument("--ddp_grad", default="global", choices=GRAD_SYNC_MODES,
                       help="global: average LayerNorm gradients over ranks (N processes = 1 process); local: "
-                           "upstream's multi-GPU behaviour, each rank steps on its own shard")
+                           "upstream's multi-GPU behaviour, rank r of W steps on the gradient of its own shard "
+                           "(positions r, r+W, ... of each global batch, as upstream's DistributedSampler)")
     ours.add_argument("--queue_updates", type=int, default=10, help="TCR: batches whose pairs may enter the queue")
-    ours.add_argument("--num_workers", type=int, default=1, help="data loader workers (upstream: 1)")
+    ours.add_argument("--num_workers", type=int, default=1, help="data loader workers, as upstream")
     ours.add_argument("--vit_config", default=None,
-                      help="BLIP ViT size overriding the config's vit: base, large, tiny or a JSON of ViTConfig fields")
+                      help="BLIP ViT size overriding the config's vit: base, large, tiny or a JSON of ViTConfig "
+                           "fields (default: the config's vit)")
     ours.add_argument("--med_config", default=None, help="BLIP MED config JSON (default: BLIP's med_config.json)")
     ours.add_argument("--tokenizer", default=None, help="BERT tokenizer folder or vocab.txt (default: "
                                                         "$BLIP_TOKENIZER_DIR, then the Hugging Face cache)")
@@ -128,6 +133,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         log(f"load checkpoint from {backbone.source}")
         log("missing keys:")
         log(backbone.missing_keys)
+        if backbone.unexpected_keys:
+            log(f"unexpected keys (not loaded): {backbone.unexpected_keys}")
     log("Creating retrieval dataset")
     images, texts = build_tcr_datasets(config, backbone.transform)
 

@@ -1,4 +1,4 @@
-"""Build COCO-C / Flickr-C locally from a clean Karpathy test split (tcr spec §7), in the layout TCR's configs read.
+"""Build COCO-C / Flickr-C locally from a clean Karpathy test split, in the layout TCR's configs read.
 
     python tcr/make_corruptions.py --dataset coco --ann_root dataset/coco/coco_annotations \\
         --image_root dataset/coco/coco_image --out dataset --workers 8
@@ -13,14 +13,18 @@ writes, under ``--out`` (the folder that plays upstream's ``./dataset``):
   captions 0-4 of each image corrupted and any further captions copied; ``coco-TP/coco_annotations/`` gets the
   clean file, which the clean t2i configs read.
 
-The sentence-level types (formal, casual, passive, active, back_trans) need models the user supplies; asking for
-one stops with a message saying so. The result is "COCO-C-like": paper numbers need the authors' download.
+By default every text type that can run here is written: the character-level ones, ``rs``, ``rd``, ``ip``, plus
+``sr``/``ri`` when WordNet 3.0 is found (``--wordnet_dir``, or Debian's ``apt-get install wordnet-base``) and the
+sentence-level types (formal, casual, passive, active, back_trans) whose models are in ``--sentence_models``; the
+types left out are named on stderr with what they need. The result is "COCO-C-like": paper numbers need the
+authors' download.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import sys
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -28,6 +32,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from common.args import HelpFormatter
 from common.data.images import open_image
 from common.data.retrieval import RETRIEVAL_FILES
 from common.io import PathLike, atomic_write_text, read_json
@@ -35,6 +40,7 @@ from common.runtime import progress
 from tcr.configs.tree import (CHAR_CORRUPTIONS, IMAGE_CORRUPTIONS, SENTENCE_CORRUPTIONS, SEVERITIES,
                               TEXT_CORRUPTIONS, WORD_CORRUPTIONS)
 from tcr.image_corruptions import check_corruption, corrupt_image, corruption_seed
+from tcr.sentence_corruptions import SENTENCE_MODELS, model_folder
 from tcr.text_corruptions import (Accept, CaptionCorrupter, SentenceSimilarity, Synonyms,
                                   check_text_corruption, find_wordnet, rate)
 
@@ -132,14 +138,16 @@ def corrupt_annotation(annotation: list[dict[str, Any]], corrupter: CaptionCorru
 
 def write_text_corruptions(dataset: str, ann_root: PathLike, out: PathLike,
                            types: tuple[str, ...] = DEFAULT_TEXT_TYPES, levels: tuple[int, ...] | None = None,
-                           seed: int = 0, synonyms: Synonyms | None = None, accept: Accept | None = None) -> list[Path]:
+                           seed: int = 0, synonyms: Synonyms | None = None, accept: Accept | None = None,
+                           sentence_models: PathLike | None = None, device: str = "cpu") -> list[Path]:
     """Write one corrupted annotation per (type, level) plus the clean copy; returns the written files.
 
-    ``levels=None`` uses each type's upstream levels (character 1-7, word 6-7). Types ``sr``/``ri`` read WordNet
-    (``synonyms``, default :func:`tcr.text_corruptions.find_wordnet`); ``accept`` is the optional similarity test.
+    ``levels=None`` uses each type's upstream levels (character 1-7, word 6-7, sentence 1). Types ``sr``/``ri``
+    read WordNet (``synonyms``, default :func:`tcr.text_corruptions.find_wordnet`); sentence-level types read their
+    models from ``sentence_models`` on ``device``; ``accept`` is the optional similarity test.
     """
     for name in types:
-        check_text_corruption(name)
+        check_text_corruption(name, sentence_models)
     for level in levels or ():
         rate(level)
     ann_file, annotation = read_annotation(dataset, ann_root)
@@ -149,10 +157,37 @@ def write_text_corruptions(dataset: str, ann_root: PathLike, out: PathLike,
     clean = Path(out) / LAYOUT[dataset]["tp"] / LAYOUT[dataset]["clean_annotations"] / ann_file.name
     written = [atomic_write_text(json.dumps(annotation), clean)]
     for name, level in progress(jobs, desc=f"{dataset} caption corruptions"):
-        corrupter = CaptionCorrupter(name, level, seed, synonyms=synonyms, accept=accept)
+        corrupter = CaptionCorrupter(name, level, seed, synonyms=synonyms, accept=accept,
+                                     sentence_models=sentence_models, device=device)
         target = text_folder(out, dataset, name, level) / ann_file.name
         written.append(atomic_write_text(json.dumps(corrupt_annotation(annotation, corrupter)), target))
     return written
+
+
+def runnable_text_types(wordnet_dir: PathLike | None = None,
+                        sentence_models: PathLike | None = None) -> tuple[tuple[str, ...], list[str]]:
+    """The text types that can run with what is installed, and one note per type left out saying what it needs:
+    ``sr``/``ri`` need WordNet (:func:`tcr.text_corruptions.find_wordnet`), each sentence-level type its models
+    under ``sentence_models``."""
+    types, notes = list(CHAR_CORRUPTIONS), []
+    try:
+        find_wordnet(wordnet_dir)
+        types += ["sr", "ri"]
+    except FileNotFoundError as error:
+        notes.append(f"skipping sr, ri: {error}")
+    types += [name for name in WORD_CORRUPTIONS if name not in ("sr", "ri")]
+    for name in SENTENCE_CORRUPTIONS:
+        if sentence_models is None:
+            continue
+        try:
+            for repo in SENTENCE_MODELS[name]:
+                model_folder(sentence_models, repo)
+            types.append(name)
+        except FileNotFoundError as error:
+            notes.append(f"skipping {name}: {error}")
+    if sentence_models is None:
+        notes.append(f"skipping {', '.join(SENTENCE_CORRUPTIONS)}: they need --sentence_models DIR")
+    return tuple(types), notes
 
 
 def _names(value: str) -> tuple[str, ...]:
@@ -167,7 +202,7 @@ def _ints(value: str) -> tuple[int, ...]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--dataset", required=True, choices=sorted(LAYOUT),
                         help="which split: coco reads coco_karpathy_test.json, flickr reads flickr30k_test.json")
     parser.add_argument("--ann_root", required=True,
@@ -182,9 +217,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"comma-separated image corruptions (default: all 16: {', '.join(IMAGE_CORRUPTIONS)})")
     parser.add_argument("--severities", type=_ints, default=SEVERITIES,
                         help="comma-separated image severities in 1..5 (default: 1,2,3,4,5)")
-    parser.add_argument("--text_types", type=_names, default=DEFAULT_TEXT_TYPES,
-                        help="comma-separated text corruptions (default: " + ", ".join(DEFAULT_TEXT_TYPES) + "); the "
-                             "sentence-level " + ", ".join(SENTENCE_CORRUPTIONS) + " need user-supplied models")
+    parser.add_argument("--text_types", type=_names, default=None,
+                        help="comma-separated text corruptions out of " + ", ".join(TEXT_CORRUPTIONS) + " (default: "
+                             "those that can run: the character-level ones, rs, rd, ip, sr/ri when WordNet is found, "
+                             "and the sentence-level ones whose models are in --sentence_models)")
     parser.add_argument("--levels", type=_ints, default=None,
                         help="comma-separated text levels in 1..7, rate 0.05·level (default: 1-7 for character-level "
                              "types, 6,7 for word-level types, as the upstream configs)")
@@ -198,6 +234,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--wordnet_dir", default=None,
                         help="WordNet 3.0 dict folder for sr/ri (default: /usr/share/wordnet from Debian's "
                              "wordnet-base, or ~/nltk_data/corpora/wordnet)")
+    parser.add_argument("--sentence_models", default=None,
+                        help="folder holding local copies of the sentence-level models, one subfolder per Hugging "
+                             "Face id: " + ", ".join(sorted({r for repos in SENTENCE_MODELS.values() for r in repos}))
+                             + " (default: none; sentence-level types are skipped)")
+    parser.add_argument("--sentence_device", default="cpu", help="device of the sentence-level models")
     parser.add_argument("--similarity_model", default=None,
                         help="sentence-transformers model; retry each word-level corruption up to 100 times until "
                              "its cosine to the clean caption is >= 0.9, as upstream (which used "
@@ -215,11 +256,16 @@ def main(argv: list[str] | None = None) -> None:
         for corruption in args.corruptions if images else ():
             for severity in args.severities:
                 check_corruption(corruption, severity)
-        for name in args.text_types if texts else ():
-            check_text_corruption(name)
+        text_types = args.text_types
+        if texts and text_types is None:
+            text_types, notes = runnable_text_types(args.wordnet_dir, args.sentence_models)
+            for note in notes:
+                print(f"{parser.prog}: {note}", file=sys.stderr)
+        for name in text_types if texts else ():
+            check_text_corruption(name, args.sentence_models)
         for level in (args.levels or ()) if texts else ():
             rate(level)
-        synonyms = find_wordnet(args.wordnet_dir) if texts and {"sr", "ri"} & set(args.text_types) else None
+        synonyms = find_wordnet(args.wordnet_dir) if texts and {"sr", "ri"} & set(text_types) else None
         accept = SentenceSimilarity(args.similarity_model) if texts and args.similarity_model else None
         if images:
             count = write_image_corruptions(args.dataset, args.ann_root, args.image_root, args.out, args.corruptions,
@@ -227,8 +273,8 @@ def main(argv: list[str] | None = None) -> None:
                                             args.limit)
             print(f"wrote {count} corrupted images under {Path(args.out) / LAYOUT[args.dataset]['ip'][0]}")
         if texts:
-            written = write_text_corruptions(args.dataset, args.ann_root, args.out, args.text_types, args.levels,
-                                             args.seed, synonyms, accept)
+            written = write_text_corruptions(args.dataset, args.ann_root, args.out, text_types, args.levels,
+                                             args.seed, synonyms, accept, args.sentence_models, args.sentence_device)
             tp_root = Path(args.out) / LAYOUT[args.dataset]["tp"]
             print(f"wrote {len(written)} annotation files under {tp_root}")
     except (ValueError, FileNotFoundError, ImportError) as error:

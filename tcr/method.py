@@ -1,5 +1,6 @@
 """TCR: query prediction refinement with candidate selection, the source-like pair queue and the joint objective
-``L_REM + L_UNI + L_EMG`` (spec §4), plus the registry of all adaptation methods."""
+``L_REM + L_UNI + L_EMG`` (the original's ``models/tta_baselines/tcr.py`` and ``losses.py``), plus the registry
+of all adaptation methods (``models/tta_baselines/set_model.py``)."""
 from __future__ import annotations
 
 from typing import Any, Callable

@@ -16,17 +16,28 @@ from common.args import vit_config_from_arg
 from common.blip import BlipItc, MedConfig, build_blip_tokenizer, load_blip_checkpoint, tokenize
 from common.blip.checkpoint import BLIP_SHA1, DEFAULT_IGNORES
 from common.clip import CLIP, ClipRetrievalWrapper, convert_weights, load_clip
-from common.io import CheckpointError, PathLike, load_torch_file, resolve_weights
+from common.io import CheckpointError, PathLike, key_problems, load_torch_file, resolve_weights
 from common.transforms import blip_eval_transform, reid_transform
-from tcr.config import resolve_med_config
 from common.tta import layernorm_parameters
+from tcr.config import resolve_med_config
 
 DIRECTIONS = ("i2t", "t2i")
 BACKBONES = ("blip", "clip", "clip_reid")
 BLIP_IGNORES = (*DEFAULT_IGNORES, "itm_head.*", "temp")
 """Checkpoint keys TCR's ITC model has no use for: ITM head, temperature, momentum encoders, queues, decoder."""
+BLIP_SIZE_FLAGS = {
+    "visual_encoder.*": "the config's vit and image_size (or --vit_config)",
+    "text_encoder.*": "--med_config",
+    "text_proj.*": "--med_config (text width) and the file's projection width",
+    "vision_proj.*": "the config's vit (or --vit_config) and the file's projection width",
+}
+"""Which setting decides the size of a BLIP key, named in a shape-mismatch error."""
+BLIP_EMBED_KEYS = ("vision_proj.weight", "vision_proj.bias", "text_proj.weight", "text_proj.bias")
 BLIP_TEXT_LENGTH = 35
 REID_SIZE = (384, 128)
+REID_SIZE_KEYS = ("visual.conv1.weight", "text_projection", "positional_embedding", "token_embedding.weight",
+                  "ln_final.weight")
+"""IRRA keys (under ``base_model.``) that the ReID CLIP's sizes are read from."""
 
 
 def check_direction(direction: str) -> str:
@@ -37,10 +48,12 @@ def check_direction(direction: str) -> str:
 
 class Backbone(nn.Module):
     """Image and text encoders with unit-norm outputs. ``transform`` turns a PIL image into the model input;
-    ``missing_keys``/``source`` describe the checkpoint load (None where nothing was loaded from a file)."""
+    ``missing_keys``/``unexpected_keys``/``source`` describe the checkpoint load (None where nothing was loaded
+    from a file)."""
 
     transform: Callable
     missing_keys: list[str] | None = None
+    unexpected_keys: list[str] | None = None
     source: str | None = None
 
     @property
@@ -156,15 +169,15 @@ def build_backbone(config: dict[str, Any], device: torch.device, options: Backbo
         path = resolve_weights(config["pretrained"], allow_download=options.allow_download,
                                sha1=BLIP_SHA1.get(str(config["pretrained"]).rsplit("/", 1)[-1]))
         checkpoint = load_torch_file(path, trusted=options.trusted)
-        state = checkpoint.get("model", checkpoint)
-        embed_dim = state["vision_proj.weight"].shape[0] if "vision_proj.weight" in state else 256
-        model = BlipItc(vit, med, int(config["image_size"]), embed_dim=embed_dim,
+        model = BlipItc(vit, med, int(config["image_size"]), embed_dim=blip_embed_dim(checkpoint),
                         vit_grad_ckpt=bool(config.get("vit_grad_ckpt")),
                         vit_ckpt_layer=int(config.get("vit_ckpt_layer", 0)))
-        report = load_blip_checkpoint(model, checkpoint, ignore=BLIP_IGNORES)
+        report = load_blip_checkpoint(model, checkpoint, ignore=BLIP_IGNORES, source_name=path,
+                                      flag_hints=BLIP_SIZE_FLAGS)
         tokenizer = build_blip_tokenizer(options.tokenizer, allow_download=options.allow_download)
         backbone: Backbone = BlipBackbone(model, tokenizer, int(config["image_size"]))
         backbone.missing_keys, backbone.source = list(report.missing), str(path)
+        backbone.unexpected_keys = list(report.unexpected)
     elif kind == "clip":
         fashion = config["dataset"] == "fashion_gen_detail"
         dtype = torch.float16 if device.type == "cuda" else torch.float32
@@ -175,29 +188,48 @@ def build_backbone(config: dict[str, Any], device: torch.device, options: Backbo
         if fashion:
             backbone.missing_keys, backbone.source = [], info["source"]
     elif kind == "clip_reid":
-        model, missing = load_reid_clip(config["pretrained"], REID_SIZE, trusted=options.trusted)
+        model, missing, unexpected = load_reid_clip(config["pretrained"], REID_SIZE, trusted=options.trusted)
         if device.type == "cuda":
             convert_weights(model)
         backbone = ReidClipBackbone(model, reid_transform(*REID_SIZE))
         backbone.missing_keys, backbone.source = missing, str(config["pretrained"])
+        backbone.unexpected_keys = unexpected
     else:
         raise ValueError(f"unknown backbone {kind!r}; valid backbones: {', '.join(BACKBONES)}")
     return backbone.to(device).eval()
 
 
-def load_reid_clip(path: PathLike | dict, image_size: tuple[int, int] = REID_SIZE, *,
-                   trusted: bool = False) -> tuple[CLIP, list[str]]:
+def blip_embed_dim(checkpoint: dict[str, Any], default: int = 256) -> int:
+    """Width of the ITC projections in a BLIP checkpoint (256 in BLIP's files): row count of the first of
+    :data:`BLIP_EMBED_KEYS` the file holds, so a file that lacks one of them reports that key as missing."""
+    state = checkpoint.get("model", checkpoint) if isinstance(checkpoint, dict) else {}
+    for key in BLIP_EMBED_KEYS:
+        if isinstance(state.get(key), torch.Tensor):
+            return int(state[key].shape[0])
+    return default
+
+
+def load_reid_clip(path: PathLike | dict, image_size: tuple[int, int] = REID_SIZE, *, trusted: bool = False,
+                   source_name: PathLike | None = None) -> tuple[CLIP, list[str], list[str]]:
     """Build IRRA's CLIP from its checkpoint (``{'model': sd}``, keys ``base_model.*``) for ``image_size`` input.
 
     The sizes come from the state dict; the ViT's position embedding has ``1 + (H/p)(W/p)`` rows (24×8 patches at
-    384×128, stride = patch 16). Returns the fp32 model and the CLIP keys missing from the file.
+    384×128, stride = patch 16). Returns the fp32 model, the CLIP keys missing from the file and the file's keys
+    the model has no place for (the original loads with ``strict=False``); errors name ``source_name`` (default:
+    ``path``).
     """
+    source = str(source_name if source_name is not None else ("<IRRA state dict>" if isinstance(path, dict)
+                                                                else path))
     obj = path if isinstance(path, dict) else load_torch_file(path, trusted=trusted)
-    state = obj.get("model", obj)
-    state = {key[len("base_model."):]: value for key, value in state.items() if key.startswith("base_model.")}
-    if "visual.conv1.weight" not in state or "text_projection" not in state:
-        raise CheckpointError(f"{path}: no IRRA CLIP weights (expected 'base_model.visual.conv1.weight', "
-                              "'base_model.text_projection', ... under 'model')")
+    raw = obj.get("model", obj) if isinstance(obj, dict) else None
+    if not isinstance(raw, dict):
+        raise CheckpointError(f"{source}: expected a dict with the IRRA state dict under 'model', got "
+                              f"{type(obj).__name__}")
+    state = {key[len("base_model."):]: value for key, value in raw.items() if key.startswith("base_model.")}
+    missing = [f"base_model.{key}" for key in REID_SIZE_KEYS if key not in state]
+    if missing:
+        others = [key for key in raw if not key.startswith("base_model.")]
+        raise CheckpointError(key_problems(source, "IRRA's CLIP (keys base_model.* under 'model')", missing, others))
     width, _, patch, _ = state["visual.conv1.weight"].shape
     height_px, width_px = image_size
     if height_px % patch or width_px % patch:
@@ -220,10 +252,12 @@ def load_reid_clip(path: PathLike | dict, image_size: tuple[int, int] = REID_SIZ
     expected = model.state_dict()
     for key, value in state.items():
         if key in expected and value.shape != expected[key].shape:
-            raise CheckpointError(f"{path}: {key} has shape {tuple(value.shape)}, the {height_px}×{width_px} "
+            raise CheckpointError(f"{source}: {key} has shape {tuple(value.shape)}, the {height_px}×{width_px} "
                                   f"model expects {tuple(expected[key].shape)}")
     result = model.load_state_dict({k: v.float() for k, v in state.items() if k in expected}, strict=False)
-    return model.float().eval(), sorted(result.missing_keys)
+    unexpected = sorted(key for key in raw
+                        if not key.startswith("base_model.") or key[len("base_model."):] not in expected)
+    return model.float().eval(), sorted(result.missing_keys), unexpected
 
 
 def _count_blocks(state: dict[str, torch.Tensor], prefix: str) -> int:

@@ -1,4 +1,4 @@
-"""Character- and word-level caption corruptions of COCO-C / Flickr-C (tcr spec §7.2, §7.3).
+"""Character- and word-level caption corruptions of COCO-C / Flickr-C (``MM_Robustness: text_perturbation/``).
 
 Level ``L`` (1-7) sets the rate ``0.05·L``.
 
@@ -10,8 +10,8 @@ Level ``L`` (1-7) sets the rate ``0.05·L``.
   probability α (keeping one random word if all go); EDA first reduces the caption to lowercase letters and single
   spaces, so these captions lose case, digits and punctuation. ``ip`` inserts 1…⌊α·n+1⌋ marks from ``. , ! ? ; :``
   before randomly chosen words and keeps the caption as is.
-- Sentence level (``formal``, ``casual``, ``passive``, ``active``, ``back_trans``) needs Styleformer / WMT19 models;
-  it is not generated here (:data:`SENTENCE_LEVEL_HELP`).
+- Sentence level (``formal``, ``casual``, ``passive``, ``active``, ``back_trans``): Styleformer / WMT19 models
+  from a local folder the user supplies (:mod:`tcr.sentence_corruptions`, :data:`SENTENCE_LEVEL_HELP`).
 
 WordNet comes from the WordNet 3.0 ``dict`` files (Debian's ``wordnet-base`` puts them in ``/usr/share/wordnet``;
 an ``nltk_data/corpora/wordnet`` folder works too), read by :class:`WordNetSynonyms` with nltk's lemmatisation
@@ -33,6 +33,7 @@ import numpy as np
 
 from common.io import PathLike
 from tcr.configs.tree import CHAR_CORRUPTIONS, SENTENCE_CORRUPTIONS, WORD_CORRUPTIONS
+from tcr.sentence_corruptions import SENTENCE_MODELS, SentenceCorrupter
 
 PUNCTUATIONS = (".", ",", "!", "?", ";", ":")
 STOP_WORDS = frozenset((
@@ -46,24 +47,27 @@ STOP_WORDS = frozenset((
 MAX_ATTEMPTS = 100
 WORDNET_DIRS = ("/usr/share/wordnet", "~/nltk_data/corpora/wordnet", "/usr/share/nltk_data/corpora/wordnet")
 SENTENCE_LEVEL_HELP = (
-    "sentence-level corruptions ({names}) need models that this tool does not ship or download: Styleformer (T5) "
-    "for formal/casual/passive/active and facebook/wmt19-en-de + wmt19-de-en (nlpaug BackTranslationAug) for "
-    "back_trans. Use the authors' coco-TP / flickr-TP download for annotation_<type>/1/, or generate them with "
-    "those models yourself."
+    "sentence-level corruptions ({names}) need models that this tool does not ship or download: download the "
+    "Hugging Face repositories " + ", ".join(sorted({repo for repos in SENTENCE_MODELS.values() for repo in repos}))
+    + " into DIR/<repository id> and pass --sentence_models DIR (or use the authors' coco-TP / flickr-TP download "
+    "for annotation_<type>/1/)."
 )
 
 Synonyms = Callable[[str], list[str]]
 Accept = Callable[[str, str], bool]
 
 
-def check_text_corruption(name: str) -> None:
-    """Raise ValueError for a sentence-level type (it needs user models) or an unknown one (listing valid names)."""
+def check_text_corruption(name: str, sentence_models: PathLike | None = None) -> None:
+    """Raise ValueError for an unknown type (listing valid names), or a sentence-level one without
+    ``sentence_models`` (the folder of its models)."""
     if name in SENTENCE_CORRUPTIONS:
-        raise ValueError(SENTENCE_LEVEL_HELP.format(names=", ".join(SENTENCE_CORRUPTIONS)))
+        if sentence_models is None:
+            raise ValueError(SENTENCE_LEVEL_HELP.format(names=", ".join(SENTENCE_CORRUPTIONS)))
+        return
     if name not in CHAR_CORRUPTIONS + WORD_CORRUPTIONS:
         valid = ", ".join(CHAR_CORRUPTIONS + WORD_CORRUPTIONS)
-        raise ValueError(f"unknown text corruption {name!r}; valid types here: {valid} "
-                         f"(sentence level, not generated: {', '.join(SENTENCE_CORRUPTIONS)})")
+        raise ValueError(f"unknown text corruption {name!r}; valid types: {valid}, and with --sentence_models "
+                         f"{', '.join(SENTENCE_CORRUPTIONS)}")
 
 
 def rate(level: int) -> float:
@@ -330,20 +334,32 @@ class SentenceSimilarity:
 
 
 class CaptionCorrupter:
-    """Corrupt captions with one text corruption type at one level; all randomness comes from ``seed``."""
+    """Corrupt captions with one text corruption type at one level; all randomness comes from ``seed``.
+
+    Sentence-level types read their models from ``sentence_models`` (:mod:`tcr.sentence_corruptions`); the
+    four styles retry until ``accept`` as the word-level types do (back-translation is not filtered upstream).
+    """
 
     def __init__(self, name: str, level: int, seed: int = 0, synonyms: Synonyms | None = None,
-                 accept: Accept | None = None):
-        check_text_corruption(name)
+                 accept: Accept | None = None, sentence_models: PathLike | None = None, device: str = "cpu"):
+        check_text_corruption(name, sentence_models)
         rate(level)
         self.name, self.level, self.accept = name, level, accept
         self.rng = random.Random(f"{seed}:{name}:{level}")
         self.synonyms = synonyms
         self.augmenter = char_augmenter(name, level) if name in CHAR_CORRUPTIONS else None
+        self.sentence = SentenceCorrupter(name, sentence_models, seed, device) if name in SENTENCE_CORRUPTIONS else None
         if name in ("sr", "ri") and synonyms is None:
             self.synonyms = find_wordnet()
 
     def __call__(self, text: str) -> str:
         if self.augmenter is not None:
             return augment_chars(self.augmenter, text, self.rng)
+        if self.sentence is not None:
+            attempts = MAX_ATTEMPTS if self.accept is not None and self.name != "back_trans" else 1
+            for _ in range(attempts):
+                candidate = self.sentence(text)
+                if self.accept is None or self.accept(text, candidate):
+                    break
+            return candidate
         return augment_words(text, self.name, self.level, self.rng, self.synonyms, self.accept)

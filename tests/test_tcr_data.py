@@ -6,6 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
+from common.clip import tokenize
 from common.synthetic import write_karpathy
 from tcr.config import load_config
 from tcr.data import build_tcr_datasets
@@ -99,13 +100,14 @@ def test_fashion_gen_groups_by_product(tmp_path):
     _fashion_gen(tmp_path)
     images, texts = build_tcr_datasets(_config("fashion_gen", tmp_path))
     assert images.ann.images == ["100_1.jpg", "100_2.jpg", "200_1.jpg", "300_1.jpg"]
-    assert list(texts.ann.texts) == ["a red dress", "a red dress, side view", "black boots", "blue shirt"]
-    assert images.img2txt == [[0, 1], [0, 1], [2], [3]]
-    assert texts.txt2img == [[0, 1], [0, 1], [2], [3]]
+    # a list of captions gives one text per caption (the original extends the product's caption list)
+    assert list(texts.ann.texts) == ["a red dress", "a red dress, side view", "black boots", "blue", "shirt"]
+    assert images.img2txt == [[0, 1], [0, 1], [2], [3, 4]]
+    assert texts.txt2img == [[0, 1], [0, 1], [2], [3], [3]]
     assert images[1][0].shape == (3, 384, 384)
     detail_images, detail_texts = build_tcr_datasets(_config("fashion_gen_detail", tmp_path, backbone="clip"))
     assert detail_images.ann.images == ["100_1.jpg", "100_2.jpg", "300_1.jpg"]
-    assert detail_texts.txt2img == [[0, 1], [0, 1], [2]]
+    assert detail_texts.txt2img == [[0, 1], [0, 1], [2], [2]]
     assert detail_images[2][0].shape == (3, 224, 224)
 
 
@@ -137,9 +139,12 @@ def _pedes(root, file_name):
 def test_pedes_test_split_pretokenised_and_grouped_by_person(tmp_path, dataset, file_name):
     _pedes(tmp_path, file_name)
     images, texts = build_tcr_datasets(_config(dataset, tmp_path, backbone="clip_reid"))
-    assert images.ann.images == ["test/7_a.jpg", "test/9_a.jpg", "test/7_b.jpg"]
-    assert images.img2txt == [[0, 1, 3], [2], [0, 1, 3]]
-    assert texts.txt2img == [[0, 2], [0, 2], [1], [0, 2]]
+    # persons in first-seen order (7, then 9), each person's records in file order, for images and texts alike
+    assert images.ann.images == ["test/7_a.jpg", "test/7_b.jpg", "test/9_a.jpg"]
+    assert images.img2txt == [[0, 1, 2], [0, 1, 2], [3]]
+    assert texts.txt2img == [[0, 1], [0, 1], [0, 1], [2]]
+    assert torch.equal(texts.ann.texts[3], tokenize(["A man with a blue bag."], context_length=77)[0].long())
+    assert torch.equal(texts.ann.texts[2], tokenize(["The woman wears black shoes."], context_length=77)[0].long())
     tokens, index = texts[0]
     assert index == 0 and tokens.dtype == torch.long and tokens.shape == (77,)
     length = int((tokens != 0).sum())

@@ -19,7 +19,8 @@ from common.io import atomic_write_json
 from common.synthetic.scenes import vocabulary
 from common.synthetic.writers import write_karpathy
 from tcr.config import dump_config
-from tcr.engine import UPSTREAM_KEYS, ShardSampler, evaluate, global_batches, run_stream, stream_order
+from tcr.engine import UPSTREAM_KEYS, evaluate, run_stream
+from tcr.make_corruptions import build_parser as make_corruptions_parser
 from tcr.method import build_adapter, build_optimizer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -93,6 +94,22 @@ def test_defaults_are_the_original_flags():
     assert tcr_main.learning_rate("i2t", "blip") == tcr_main.learning_rate("t2i", "clip") == (3e-4, 1e-4)
 
 
+@pytest.mark.parametrize("build", [tcr_main.build_parser, make_corruptions_parser])
+def test_help_shows_every_default_and_cites_no_spec(build):
+    parser = build()
+    formatter = parser._get_formatter()
+    for action in parser._actions:
+        if action.option_strings and action.dest != "help" and not action.required:
+            assert "default" in formatter._get_help_string(action).lower(), action.dest
+    text = " ".join(parser.format_help().split())
+    assert "§" not in text
+    if build is tcr_main.build_parser:
+        for default in ("--tta_steps TTA_STEPS gradient steps per query batch (default: 3)",
+                        "(default: 0.3)", "(default: 0.02)", "scale of the uniformity loss (default: 0.1)",
+                        "(default: tcr)", "(default: global)"):
+            assert default in text
+
+
 def test_unknown_method_or_direction_lists_the_valid_ones(capsys):
     with pytest.raises(SystemExit):
         tcr_main.parse_args(["--method", "foo"])
@@ -117,12 +134,23 @@ def test_i2t_tcr_adapts_only_visual_layernorms_and_writes_outputs(setup, monkeyp
     assert len(lines) == 1
     logged = json.loads(lines[0])
     assert set(UPSTREAM_KEYS) <= set(logged) and logged == record
-    assert logged["img_r1"] is None and logged["r_sum"] is None and 0 <= logged["txt_r1"] <= 100
+    assert logged["img_r1"] is None and logged["r_sum"] is None
     result = json.loads((out / "result.json").read_text())
     assert result["t2i"] is None and result["i2t"]["r1"] == logged["txt_r1"]
     assert result["method"] == "tcr" and result["config"] == str(setup["i2t"])
     assert set(result["stats"]) == {"lr", "loss_total", "loss_REM", "loss_UNI", "loss_EMG"}
     assert (out / "config.yaml").read_text() == Path(setup["i2t"]).read_text()
+
+
+def test_adaptation_changes_the_metrics_of_the_source_model(setup, monkeypatch, tmp_path):
+    """The tiny stream is short (4 batches), so the upstream rate barely moves a ranking: a larger one shows that
+    the adapted LayerNorms reach the scores."""
+    common = ["--config", str(setup["i2t"]), *setup["flags"]]
+    plain = tcr_main.main([*common, "--retrieval", "None", "--output_dir", str(tmp_path / "plain")])
+    monkeypatch.setattr(tcr_main, "learning_rate", lambda retrieval, backbone: (1e-2, 1e-4))
+    adapted = tcr_main.main([*common, "--retrieval", "i2t", "--output_dir", str(tmp_path / "tcr")])
+    metrics = [f"txt_{name}" for name in ("r1", "r5", "r10", "r_mean", "map")]
+    assert [adapted[key] for key in metrics] != [plain[key] for key in metrics]
 
 
 def test_t2i_adapts_only_text_layernorms(setup, monkeypatch, tmp_path):
@@ -179,18 +207,6 @@ def test_hand_built_recall_with_several_captions_per_image():
                                                                          if k.startswith("img_")}
     image_queries = evaluate("i2t", i2t, img2txt, txt2img)
     assert image_queries["txt_map"] == 58.33 and image_queries["img_r1"] is None
-
-
-def test_stream_order_and_shards():
-    order = stream_order(10)
-    assert torch.equal(order, torch.randperm(10, generator=torch.Generator().manual_seed(0)))
-    batches = global_batches(order, 4)
-    assert [len(b) for b in batches] == [4, 4, 2]
-    rank0, rank1 = ShardSampler(batches, 0, 2).shards, ShardSampler(batches, 1, 2).shards
-    assert [a + b for a, b in zip(rank0, rank1)] == [b.tolist() for b in batches]
-    three = [ShardSampler(batches, r, 3).shards for r in range(3)]
-    # shards are ceil(B/3) rows long: batches of 4 give 2 + 2 + 0 rows, the last batch 1 + 1 + 0
-    assert [len(s) for s in three] == [3, 3, 0]
 
 
 class PairedQueries(torch.utils.data.Dataset):

@@ -175,17 +175,38 @@ def test_shot_adds_cross_entropy_only_above_the_confidence_threshold():
     assert loss.item() == pytest.approx(info_max.item(), abs=1e-6)
 
 
+def test_sar_keeps_the_low_ema_across_a_reset_as_the_original():
+    sar = Toy().adapter("sar")
+    decisions, emas = [], []
+    for second_loss in (0.1, 0.5, 0.5, 0.5, None, 0.0):
+        decisions.append(sar.record(second_loss))
+        emas.append(sar.ema)
+    # 0.1 → reset; 0.9·0.1 + 0.1·0.5 = 0.14 → reset; 0.176 → reset; 0.2084 → no; an empty selection leaves the EMA
+    # as it is; 0.9·0.2084 = 0.18756 → reset
+    assert decisions == [True, True, True, False, False, True]
+    assert emas == pytest.approx([0.1, 0.14, 0.176, 0.2084, 0.2084, 0.18756])
+
+
 def test_sar_resets_to_the_initial_weights_when_the_ema_is_low():
     toy = Toy()
     initial = [p.detach().clone() for p in toy.params]
     sar = toy.adapter("sar", temperature=0.05, reset_constant=1e9)
     sar.adapt(batch_of(toy.queries[:8], 0))
-    assert sar.resets == 3 and sar.ema is None
+    assert sar.resets == 3 and sar.ema is not None
     assert all(torch.equal(p, q) for p, q in zip(toy.params, initial))
     sar = toy.adapter("sar", temperature=0.05, reset_constant=0.0)
     sar.adapt(batch_of(toy.queries[:8], 0))
     assert sar.resets == 0 and sar.ema is not None
     assert not all(torch.equal(p, q) for p, q in zip(toy.params, initial))
+
+
+def test_sar_leaves_the_ema_alone_when_the_second_selection_is_empty():
+    toy = Toy()
+    sar = toy.adapter("sar", temperature=0.05, reset_constant=1e9)
+    # B = 2 keeps k = 1 query; the SAM ascent raises its entropy above the threshold, so the second pass keeps none
+    sar.adapt(batch_of(toy.queries[:2], 0))
+    assert sar.ema is None and sar.resets == 0
+    assert math.isfinite(sar.averages()["loss_total"])
 
 
 def test_eata_skips_the_update_when_no_query_is_confident():
@@ -195,9 +216,37 @@ def test_eata_skips_the_update_when_no_query_is_confident():
     eata.adapt(batch_of(toy.queries[:8], 0))
     assert all(torch.equal(p, q) for p, q in zip(toy.params, before))
     assert eata.averages()["selected"] == 0.0
-    eata = toy.adapter("eata", temperature=0.01)
-    eata.adapt(batch_of(toy.queries[:8], 0))
-    assert eata.mean_probs is not None and eata.mean_probs.shape == (12,)
+
+
+def test_eata_filters_by_entropy_then_redundancy_and_weights_by_hand():
+    eata = Toy(n_gallery=4).adapter("eata", temperature=1.0)
+    margin = 0.4 * math.log(4)
+    assert eata.e_margin == pytest.approx(margin)
+
+    def entropy(row):
+        probs = torch.tensor(row).softmax(0)
+        return -(probs * probs.log()).sum().item(), probs
+
+    first = [[6.0, 0.0, 0.0, 0.0], [0.5, 0.4, 0.3, 0.2], [0.0, 0.0, 5.0, 0.0]]  # queries 0 and 2 are confident
+    (h0, p0), (h1, _), (h2, p2) = (entropy(row) for row in first)
+    assert h0 < margin < h1 and h2 < margin
+    loss, logs = eata.objective(None, torch.tensor(first, requires_grad=True), batch_of(torch.zeros(3, 6), 0), 0)
+    expected = (h0 / math.exp(h0 - margin) + h2 / math.exp(h2 - margin)) / 2
+    assert loss.item() == pytest.approx(expected, rel=1e-5) and logs["selected"] == 2.0
+    torch.testing.assert_close(eata.mean_probs, (p0 + p2) / 2)
+
+    # the mean prediction sits on classes 0 and 2: class-3 and class-1 queries are new (|cos| < 0.05), a class-0
+    # one is redundant
+    second = [[0.0, 0.0, 0.0, 8.0], [7.0, 0.0, 0.0, 0.0], [0.0, 9.0, 0.0, 0.0]]
+    mean = eata.mean_probs.clone()
+    (ha, pa), (hb, pb), (hc, pc) = (entropy(row) for row in second)
+    cos = [F.cosine_similarity(mean, probs, dim=0).item() for probs in (pa, pb, pc)]
+    novel = [abs(value) < 0.05 for value in cos]
+    assert novel == [True, False, True]
+    loss, logs = eata.objective(None, torch.tensor(second, requires_grad=True), batch_of(torch.zeros(3, 6), 1), 0)
+    expected = (ha / math.exp(ha - margin) + hc / math.exp(hc - margin)) / 2
+    assert loss.item() == pytest.approx(expected, rel=1e-5) and logs["selected"] == 2.0
+    torch.testing.assert_close(eata.mean_probs, 0.9 * mean + 0.1 * (pa + pc) / 2)
 
 
 def test_patch_shuffle_moves_whole_tiles():
@@ -225,6 +274,44 @@ def test_deyo_needs_image_queries_and_adapts_images():
         build_adapter("deyo", encoder, gallery, params, optimizer, direction="t2i")
     deyo = build_adapter("deyo", lambda x: F.normalize(encoder(x), dim=-1), gallery, params, optimizer,
                          temperature=0.01, direction="i2t", plpd_threshold=-1.0)
-    scores = deyo.adapt(batch_of(torch.randn(5, 3, 8, 8), 0))
-    assert scores.shape == (5, 6)
-    assert deyo.averages()["selected"] > 0
+    before = [p.detach().clone() for p in params]
+    deyo.adapt(batch_of(torch.randn(5, 3, 8, 8), 0))
+    assert not all(torch.equal(p, q) for p, q in zip(params, before))
+
+
+def test_deyo_plpd_filter_and_weighted_loss_by_hand():
+    """2×2 one-channel images with a 2×2 patch grid: the shuffle permutes the 4 pixels, so the shuffled images
+    are the pixels gathered by the batch's tile orders."""
+    weight = torch.tensor([[1.0, 0.0, 0.5], [0.0, 1.0, -0.5], [0.3, -0.2, 1.0], [-1.0, 0.4, 0.2]])
+    scale = nn.Parameter(torch.ones(3))
+    encode = lambda x: F.normalize(x.flatten(1) @ weight * scale, dim=-1)  # noqa: E731
+    gallery = F.normalize(torch.tensor([[1.0, 0.2, 0.0], [0.0, 1.0, 0.3], [0.2, 0.0, 1.0]]), dim=1)
+    images = torch.tensor([[3.0, 0.1, 0.2, 0.0], [0.1, 2.0, 0.0, 0.3], [0.2, 0.3, 3.0, 0.1],
+                           [0.5, 0.4, 0.6, 0.5]]).reshape(4, 1, 2, 2)
+    tau, n = 0.1, 3
+    optimizer = build_optimizer("deyo", [scale], lr=1e-2, weight_decay=0.0)
+    for threshold in (-1.0, 0.2):
+        deyo = build_adapter("deyo", encode, gallery, [scale], optimizer, temperature=tau, direction="i2t",
+                             patch_len=2, plpd_threshold=threshold, seed=3)
+        batch = batch_of(images, 0)
+        orders = deyo.patch_orders(batch, 0)
+        shuffled = images.flatten(1).gather(1, orders).reshape(4, 1, 2, 2)
+        with torch.no_grad():
+            probs = (encode(images) @ gallery.t() / tau).softmax(1)
+            shuffled_probs = (encode(shuffled) @ gallery.t() / tau).softmax(1)
+        entropy = -(probs * probs.log()).sum(1)
+        label = probs.argmax(1)
+        plpd = probs[range(4), label] - shuffled_probs[range(4), label]
+        keep = (entropy < 0.5 * math.log(n)) & (plpd > threshold)
+        weights = torch.exp(-(entropy - 0.4 * math.log(n))) + torch.exp(plpd)
+        expected = (entropy * weights)[keep].mean()
+
+        query = encode(images)
+        loss, logs = deyo.objective(query, query @ gallery.t(), batch, 0)
+        assert logs["selected"] == float(keep.sum())
+        assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+        if threshold == -1.0:
+            assert 0 < keep.sum() < 4  # the entropy filter alone drops a query
+            first_keep = int(keep.sum())
+        else:
+            assert keep.sum() < first_keep  # the PLPD filter drops more

@@ -1,4 +1,5 @@
-"""TTA baselines run through the same online loop as TCR (spec §5): logits ``z Gᵀ / τ`` over the full gallery.
+"""TTA baselines run through the same online loop as TCR (``models/tta_baselines/``): logits ``z Gᵀ / τ`` over the
+full gallery.
 
 Tent, SAR, READ and SHOT follow the original TCR code. Its EATA and DeYO sources were never published (only their
 bytecode names survive), so ``eata`` and ``deyo`` are written from their own papers.

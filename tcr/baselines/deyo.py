@@ -52,7 +52,8 @@ class DeYO(OnlineAdapter):
         """Tile permutations of this rank's rows, drawn for the whole global batch."""
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + batch.position * 101 + step)
         orders = torch.rand(batch.size, self.patch_len ** 2, generator=generator).argsort(dim=1)
-        return orders[batch.local_rows.start:batch.local_rows.stop]
+        rows = batch.local_rows
+        return orders[rows.start:rows.stop:rows.step]
 
     def objective(self, query: torch.Tensor, sims: torch.Tensor, batch: QueryBatch, step: int) -> Objective:
         logits = sims / self.temperature

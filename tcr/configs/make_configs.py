@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from common.args import HelpFormatter
 from tcr.configs.tree import config_names, config_text
 
 
@@ -30,9 +31,11 @@ def write_tree(out: Path, only: str = "") -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, help="folder that receives the tree (created if missing)")
-    parser.add_argument("--only", default="", help="write only names with this prefix, e.g. QS/t2i or Reid")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    parser.add_argument("--out", type=Path,
+                        help="folder that receives the tree (created if missing; required unless --list)")
+    parser.add_argument("--only", default="",
+                        help="write only names with this prefix, e.g. QS/t2i or Reid (default: all 587)")
     parser.add_argument("--list", action="store_true", help="print the config names instead of writing files")
     args = parser.parse_args(argv)
     if args.list:

@@ -1,4 +1,4 @@
-"""The upstream ``configs/`` tree of TCR (587 YAML files, tcr spec §2.2) as one template plus override tables.
+"""The upstream ``configs/`` tree of TCR (587 YAML files) as one template plus override tables.
 
 Every upstream file is ``key: value`` lines: the twelve :data:`BASE_KEYS` in that order, then, for the ReID and the
 QGS ``*_large`` files, dead keys left over from BLIP/IRRA fine-tuning. Values are kept here as the YAML text of
@@ -22,7 +22,7 @@ Deviations and unverified parts:
 - the upstream ``configs/fashion_detailed/retrieval_fashion_gen.yaml`` has no final newline; every file written
   here ends with one;
 - the QS/QGS ``*_large`` files were not available to read: their ``pretrained``, ``vit`` and ``vit_ckpt_layer``
-  follow the spec (12 for QS large COCO and all QGS large, 10 for QS large Flickr), and the dead keys of the QGS
+  are inferred (12 for QS large COCO and all QGS large, 10 for QS large Flickr), and the dead keys of the QGS
   large files (:data:`QGS_LARGE_DEAD_KEYS`) are a reconstruction. No code reads the dead keys.
 """
 from __future__ import annotations
@@ -32,7 +32,7 @@ IMAGE_CORRUPTIONS = (
     "motion_blur", "fog", "frost", "snow", "contrast", "brightness", "pixelate", "elastic_transform",
     "jpeg_compression",
 )
-"""The 16 image corruptions of COCO-C / Flickr-C (spec §2.3)."""
+"""The 16 image corruptions of COCO-C / Flickr-C."""
 
 SEVERITIES = (1, 2, 3, 4, 5)
 
