@@ -6,6 +6,7 @@ under torchrun. Module-scoped fixtures reuse the runs across tests.
 import csv
 import dataclasses
 import json
+import logging
 import os
 import re
 import subprocess
@@ -16,17 +17,22 @@ import pytest
 import torch
 
 from bi_blip4cir import cirr_test_submission, clip_fine_tune, combiner_train, validate
-from bi_blip4cir.engine import TEXT_ENCODER_KEY, encode_image_table, load_text_encoder, preprocess_from_args
-from common.cir.data import classic_dataset, dataset_root
+from bi_blip4cir.engine import (TEXT_ENCODER_KEY, encode_image_table, load_evaluation_models, load_text_encoder,
+                                preprocess_from_args)
 from bi_blip4cir.losses import bidirectional_loss, stage1_logits
-from common.blip import BlipTextEncoder, build_blip_tokenizer
+from bi_blip4cir.prompts import insert_marker
+from common.cir.combiner import Combiner
+from common.cir.data import classic_dataset, dataset_root
+from common.data.images import open_image
+from common.blip import BlipImageEncoder, BlipTextEncoder, build_blip_tokenizer
 from common.blip.config import MedConfig, ViTConfig
 from common.blip.tiny import write_tiny_blip_checkpoint, write_tiny_vocab
 from common.cirr_submission import validate_cirr_submission
+from common import runtime
 from common.io import CheckpointError, atomic_write_json
 from common.synthetic.scenes import vocabulary
 from common.synthetic.writers import write_cirr, write_fashioniq
-from common.training.checkpoint import save_model
+from common.training.checkpoint import load_model, save_model
 
 REPO = Path(__file__).resolve().parent.parent
 VIT = ViTConfig(patch_size=8, width=32, depth=1, heads=2)
@@ -78,6 +84,30 @@ def read_csv(path: Path) -> tuple[list[str], list[dict]]:
     with open(path, newline="") as handle:
         reader = csv.DictReader(handle)
         return list(reader.fieldnames), list(reader)
+
+
+def train(module, tiny: dict, *argv: str) -> None:
+    """Run a training script's ``main`` in this process (as ``run`` does in a fresh one, without the start-up)."""
+    module.main(["--dataset", *argv[:1], *tiny["args"], "--output-root", str(tiny["out"]), *argv[1:]])
+
+
+def assert_same_run(run_dir: Path, expected_dir: Path, checkpoint: str, key: str, rel: float = 1e-6,
+                    ignore: str | None = None) -> None:
+    """Both runs logged the same epochs and metrics and saved the same weights in ``checkpoint`` (but the
+    parameters whose name contains ``ignore``)."""
+    for name in ("train_metrics.csv", "validation_metrics.csv"):
+        columns, rows = read_csv(run_dir / name)
+        expected_columns, expected_rows = read_csv(expected_dir / name)
+        assert columns == expected_columns and len(rows) == len(expected_rows) > 0, name
+        for row, expected in zip(rows, expected_rows):
+            assert {k: float(v) for k, v in row.items()} == pytest.approx(
+                {k: float(v) for k, v in expected.items()}, rel=rel, abs=1e-6), name
+    payload = torch.load(run_dir / "saved_models" / checkpoint, weights_only=True)
+    expected = torch.load(expected_dir / "saved_models" / checkpoint, weights_only=True)
+    assert payload["epoch"] == expected["epoch"] and list(payload[key]) == list(expected[key])
+    for name, value in expected[key].items():
+        if ignore is None or ignore not in name:
+            torch.testing.assert_close(payload[key][name], value, rtol=rel * 10, atol=1e-6, msg=name)
 
 
 def stage1(tiny: dict, dataset: str, *extra: str) -> str:
@@ -186,23 +216,23 @@ def test_stage1_step_lowers_loss(tiny):
 
 
 @pytest.mark.slow
-def test_stage1_cirr_resume_continues_from_saved_epoch(tiny):
+def test_stage1_cirr_resume_continues_from_saved_epoch(tiny, caplog):
     """An interrupted run resumed with --resume repeats no epoch and ends where an uninterrupted run ends."""
     models = tiny["out"] / "models"
-    stage1(tiny, "CIRR", "--num-epochs", "1", "--save-training", "--run-name", "cut")
+    recipe = ["--batch-size", "4", "--blip-learning-rate", "1e-3", "--text-proj-lr-factor", "1", "--save-training"]
+    train(clip_fine_tune, tiny, "CIRR", *recipe, "--num-epochs", "1", "--run-name", "cut")
     assert sorted(p.name for p in (models / "cut" / "saved_models").iterdir()) == ["tuned_blip_0.pt",
                                                                                   "tuned_blip_last.pt"]
     columns, _ = read_csv(models / "cut" / "validation_metrics.csv")
     assert columns == CIRR_COLUMNS
-    output = stage1(tiny, "CIRR", "--num-epochs", "2", "--save-training", "--resume", str(models / "cut"))
-    assert "epoch 0:" not in output and "epoch 1:" in output
-    stage1(tiny, "CIRR", "--num-epochs", "2", "--save-training", "--run-name", "whole")
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        train(clip_fine_tune, tiny, "CIRR", *recipe, "--num-epochs", "2", "--resume", str(models / "cut"))
+    assert "epoch 0:" not in caplog.text and "epoch 1:" in caplog.text
+    train(clip_fine_tune, tiny, "CIRR", *recipe, "--num-epochs", "2", "--run-name", "whole")
     _, resumed = read_csv(models / "cut" / "train_metrics.csv")
-    _, whole = read_csv(models / "whole" / "train_metrics.csv")
     assert [r["epoch"] for r in resumed] == ["0", "1"]
-    assert [float(r["train_epoch_loss"]) for r in resumed] == pytest.approx(
-        [float(r["train_epoch_loss"]) for r in whole], rel=1e-6)
-    assert torch.load(models / "cut" / "saved_models" / "tuned_blip_1.pt", weights_only=True)["epoch"] == 1
+    assert_same_run(models / "cut", models / "whole", "tuned_blip_1.pt", TEXT_ENCODER_KEY)
 
 
 @pytest.mark.slow
@@ -231,8 +261,8 @@ def test_stage2_cache_gives_the_losses_of_re_encoding(tiny):
     models = tiny["out"] / "models"
     common = ["--dataset", "CIRR", *tiny["args"], *COMBINER, "--batch-size", "4", "--num-epochs", "2",
               "--validation-frequency", "1", "--combiner-lr", "1e-3", "--output-root", str(tiny["out"])]
-    run("combiner_train", *common, "--run-name", "cached")
-    run("combiner_train", *common, "--run-name", "encoded", "--no-feature-cache")
+    combiner_train.main([*common, "--run-name", "cached"])
+    combiner_train.main([*common, "--run-name", "encoded", "--no-feature-cache"])
     for name in ("train_metrics.csv", "validation_metrics.csv"):
         _, cached = read_csv(models / "cached" / name)
         _, encoded = read_csv(models / "encoded" / name)
@@ -242,32 +272,151 @@ def test_stage2_cache_gives_the_losses_of_re_encoding(tiny):
                 {k: float(v) for k, v in row_encoded.items()}, rel=1e-4, abs=1e-4)
 
 
+def submission_scores(tiny: dict, argv: list[str]) -> tuple[list[dict], list[str], torch.Tensor]:
+    """The test1 queries, gallery names and [Q, N] scores of the model ``argv`` names, computed here image by image
+    from the caption file (not through the script's query sets)."""
+    args = cirr_test_submission.build_parser().parse_args(argv)
+    image_encoder, text_encoder, combine = load_evaluation_models(args, torch.device("cpu"))
+    root = tiny["root"] / "data" / "cirr_dataset"
+    queries = json.loads((root / "cirr" / "captions" / "cap.rc2.test1.json").read_text())
+    paths = json.loads((root / "cirr" / "image_splits" / "split.rc2.test1.json").read_text())
+    names, preprocess = list(paths), preprocess_from_args(args)
+    with torch.no_grad():
+        gallery = torch.cat([image_encoder(preprocess(open_image(root / path))[None]) for path in paths.values()])
+        references = gallery[[names.index(query["reference"]) for query in queries]]
+        texts = text_encoder([insert_marker(query["caption"], True) for query in queries])
+        predicted = torch.nn.functional.normalize(combine(references, texts), dim=-1)
+    return queries, names, predicted @ torch.nn.functional.normalize(gallery, dim=-1).T
+
+
+def assert_top_in_order(listed: list[str], candidates: list[str], scores: dict[str, float], length: int) -> None:
+    """``listed`` holds the ``length`` best-scored ``candidates`` in descending score order (ties within 1e-6)."""
+    assert len(listed) == length and set(listed) <= set(candidates)
+    values = [scores[name] for name in listed]
+    assert all(a >= b - 1e-6 for a, b in zip(values, values[1:])), values
+    rest = [scores[name] for name in candidates if name not in listed]
+    assert not rest or min(values) >= max(rest) - 1e-6
+
+
 @pytest.mark.slow
-def test_cirr_submission_passes_the_validator(tiny, tmp_path):
+def test_cirr_submission_lists_each_querys_own_ranking(tiny, tmp_path):
+    """Per pairid: the top 50 of that query's scores without its reference, and its top 3 among its other set
+    members, in score order; lists handed to other pairids fail."""
     combiner = tmp_path / "combiner.pt"
-    torch.save({"epoch": 0, "Combiner": combiner_train.Combiner(16, 32, 64).state_dict()}, combiner)
-    output = run("cirr_test_submission", "--submission-name", "tiny", "--combining-function", "combiner",
-                 *tiny["args"], *COMBINER, "--combiner-path", str(combiner), "--output-root", str(tmp_path))
+    torch.manual_seed(0)
+    torch.save({"epoch": 0, "Combiner": Combiner(16, 32, 64).state_dict()}, combiner)
+    argv = ["--submission-name", "tiny", "--combining-function", "combiner", *tiny["args"], *COMBINER,
+            "--combiner-path", str(combiner), "--output-root", str(tmp_path)]
+    output = run("cirr_test_submission", *argv)
     folder = tmp_path / "submission" / "CIRR"
-    pairids = [entry["pairid"] for entry in json.loads(
-        (tiny["root"] / "data" / "cirr_dataset" / "cirr" / "captions" / "cap.rc2.test1.json").read_text())]
-    recall = validate_cirr_submission(folder / "recall_submission_tiny.json", pairids)
-    subset = validate_cirr_submission(folder / "recall_subset_submission_tiny.json", pairids)
-    assert recall == {"metric": "recall", "num_queries": 27} and subset["metric"] == "recall_subset"
-    submission = json.loads((folder / "recall_subset_submission_tiny.json").read_text())
-    assert list(submission)[-2:] == ["metric", "version"] and "27 queries" in output
+    queries, names, scores = submission_scores(tiny, argv)
+    pairids = [query["pairid"] for query in queries]
+    assert validate_cirr_submission(folder / "recall_submission_tiny.json", pairids, list_length=50) == {
+        "metric": "recall", "num_queries": 27}
+    assert validate_cirr_submission(folder / "recall_subset_submission_tiny.json", pairids)["num_queries"] == 27
+    assert "27 queries" in output
+    recall = json.loads((folder / "recall_submission_tiny.json").read_text())
+    subset = json.loads((folder / "recall_subset_submission_tiny.json").read_text())
+    assert list(subset)[-2:] == ["metric", "version"] and len(names) == 54
+    for query, row in zip(queries, scores.tolist()):
+        by_name = dict(zip(names, row))
+        reference, members = query["reference"], query["img_set"]["members"]
+        assert reference in members and reference not in recall[str(query["pairid"])]
+        assert_top_in_order(recall[str(query["pairid"])], [n for n in names if n != reference], by_name, 50)
+        assert_top_in_order(subset[str(query["pairid"])], [n for n in members if n != reference], by_name, 3)
 
 
 @pytest.mark.slow
-def test_stage1_under_torchrun(tiny):
-    """Two gloo processes: each takes half of every batch; the run folder is shared and written once."""
-    run("clip_fine_tune", "--dataset", "CIRR", *tiny["args"], "--batch-size", "4", "--num-epochs", "1",
-        "--save-training", "--output-root", str(tiny["out"]), "--run-name", "ddp", torchrun=2)
-    run_dir = tiny["out"] / "models" / "ddp"
+def test_validate_cache_dir_skips_the_image_encoder_for_the_same_checkpoint(tiny, tmp_path, monkeypatch):
+    """A second validate.py with the same checkpoint reads the cached gallery (no image encoded) and gives the same
+    metrics; another checkpoint gets its own entry."""
+    encoded = []
+    forward = BlipImageEncoder.forward
+    monkeypatch.setattr(BlipImageEncoder, "forward", lambda self, images: encoded.append(len(images)) or
+                        forward(self, images))
+    other = tmp_path / "other_model_base.pth"
+    write_tiny_blip_checkpoint(other, image_size=32, vit=VIT, med=tiny["med"], layout="pretrain", seed=1)
+
+    def validate_cirr(*extra: str) -> dict:
+        encoded.clear()
+        return validate.main(["--dataset", "CIRR", "--combining-function", "sum", *tiny["args"], "--cache-dir",
+                              str(tmp_path / "cache"), "--metrics-json", str(tmp_path / "metrics.json"), *extra])
+
+    first = validate_cirr()
+    assert sum(encoded) == 12  # the 2 val sets of 6 images
+    assert validate_cirr() == first and encoded == []
+    entries = set((tmp_path / "cache").glob("features_*.pt"))
+    assert len(entries) == 1
+    validate_cirr("--blip-pretrained-path", str(other))
+    assert sum(encoded) == 12 and len(set((tmp_path / "cache").glob("features_*.pt")) - entries) == 1
+
+
+@pytest.mark.slow
+def test_stage1_fashioniq_resume_continues_the_caption_draws(tiny, fiq_stage1):
+    """FashionIQ stage I stopped after epoch 0 and resumed equals the uninterrupted run (fixture): same losses,
+    recalls and weights, so the shuffle and the caption draws of epoch 1 continue their streams."""
+    models = tiny["out"] / "models"
+    recipe = ["--batch-size", "4", "--blip-learning-rate", "1e-3", "--text-proj-lr-factor", "1", "--save-training",
+              "--save-best"]
+    train(clip_fine_tune, tiny, "FashionIQ", *recipe, "--num-epochs", "1", "--run-name", "fiq_cut")
+    train(clip_fine_tune, tiny, "FashionIQ", *recipe, "--num-epochs", "2", "--resume", str(models / "fiq_cut"))
+    assert_same_run(models / "fiq_cut", fiq_stage1, "tuned_blip_last.pt", TEXT_ENCODER_KEY)
+    assert_same_run(models / "fiq_cut", fiq_stage1, "tuned_blip_best.pt", TEXT_ENCODER_KEY)
+
+
+@pytest.mark.slow
+def test_stage2_resume_equals_the_uninterrupted_run(tiny):
+    models = tiny["out"] / "models"
+    recipe = [*COMBINER, "--batch-size", "4", "--combiner-lr", "1e-3", "--validation-frequency", "1",
+              "--save-training"]
+    train(combiner_train, tiny, "CIRR", *recipe, "--num-epochs", "2", "--run-name", "s2_whole")
+    train(combiner_train, tiny, "CIRR", *recipe, "--num-epochs", "1", "--run-name", "s2_cut")
+    assert not (models / "s2_cut" / "saved_models" / "combiner_1.pt").exists()
+    train(combiner_train, tiny, "CIRR", *recipe, "--num-epochs", "2", "--resume", str(models / "s2_cut"))
+    assert_same_run(models / "s2_cut", models / "s2_whole", "combiner_last.pt", "Combiner")
+    assert_same_run(models / "s2_cut", models / "s2_whole", "combiner_0.pt", "Combiner")
+
+
+@pytest.mark.slow
+def test_stage1_torchrun_equals_one_process(tiny, tmp_path):
+    """Two gloo processes on batches of all 12 CIRR triplets (6 each), text-encoder dropout off, log the losses
+    and recalls and save the weights of one process: each process scores its rows against its own positives among
+    the gathered targets, and the gradients are averaged."""
+    med = tmp_path / "med_config_no_dropout.json"
+    atomic_write_json({**dataclasses.asdict(tiny["med"]), "hidden_dropout_prob": 0.0,
+                       "attention_probs_dropout_prob": 0.0}, med)
+    argv = ["--dataset", "CIRR", *tiny["args"], "--med-config-path", str(med), "--blip-learning-rate", "1e-3",
+            "--batch-size", "12", "--num-epochs", "2", "--save-training", "--output-root", str(tiny["out"])]
+    run("clip_fine_tune", *argv, "--run-name", "s1_ddp", torchrun=2)
+    clip_fine_tune.main([*argv, "--run-name", "s1_one"])
+    run_dir = tiny["out"] / "models" / "s1_ddp"
+    assert json.loads((run_dir / "training_hyperparameters.json").read_text())["world_size"] == 2
+    # the key bias gets a gradient of exactly 0 (softmax ignores a shift shared by all keys), i.e. float noise
+    # that AdamW scales up to full steps of either sign
+    assert_same_run(run_dir, tiny["out"] / "models" / "s1_one", "tuned_blip_last.pt", TEXT_ENCODER_KEY, rel=1e-5,
+                    ignore="attention.self.key.bias")
+
+
+@pytest.mark.slow
+def test_stage2_under_torchrun(tiny):
+    """Stage II on two gloo processes: one run folder written once, every epoch logged, the Combiner trained and
+    saved in the released layout (the Combiner's dropout makes the losses differ from one process; the equality
+    of one step is tests/test_bi_blip4cir_dist.py)."""
+    run("combiner_train", "--dataset", "CIRR", *tiny["args"], *COMBINER, "--batch-size", "4", "--num-epochs", "2",
+        "--validation-frequency", "1", "--combiner-lr", "1e-3", "--save-training", "--output-root", str(tiny["out"]),
+        "--run-name", "s2_ddp", torchrun=2)
+    run_dir = tiny["out"] / "models" / "s2_ddp"
     assert json.loads((run_dir / "training_hyperparameters.json").read_text())["world_size"] == 2
     _, rows = read_csv(run_dir / "train_metrics.csv")
-    assert [r["epoch"] for r in rows] == ["0"] and float(rows[0]["train_epoch_loss"]) > 0
-    assert (run_dir / "saved_models" / "tuned_blip_0.pt").is_file()
+    assert [r["epoch"] for r in rows] == ["0", "1"]
+    columns, rows = read_csv(run_dir / "validation_metrics.csv")
+    assert columns == CIRR_COLUMNS and len(rows) == 2
+    assert sorted(p.name for p in (run_dir / "saved_models").iterdir()) == ["combiner_0.pt", "combiner_1.pt",
+                                                                           "combiner_last.pt"]
+    first, last = Combiner(16, 32, 64), Combiner(16, 32, 64)
+    assert load_model(run_dir / "saved_models" / "combiner_0.pt", first)["epoch"] == 0
+    assert load_model(run_dir / "saved_models" / "combiner_last.pt", last)["epoch"] == 1
+    assert not torch.equal(first.output_layer.weight, last.output_layer.weight)  # epoch 1 trained it
 
 
 @pytest.mark.parametrize("module, flags", [
@@ -295,7 +444,8 @@ def test_original_flags_are_listed_and_explained(module, flags):
     assert "--num-workers" in options and options["--num-workers"].dest == "num_workers"
 
 
-def test_original_defaults():
+def test_original_defaults(monkeypatch):
+    monkeypatch.setattr(runtime, "available_cpus", lambda: 64)  # worker defaults are capped at the machine's cores
     stage1_args = clip_fine_tune.build_parser().parse_args(["--dataset", "cirr"])
     assert (stage1_args.dataset, stage1_args.num_epochs, stage1_args.blip_learning_rate, stage1_args.batch_size,
             stage1_args.blip_max_epoch, stage1_args.num_workers, stage1_args.text_proj_lr_factor) == (
@@ -306,6 +456,8 @@ def test_original_defaults():
         1024, 2560, 5120, 2e-5, 3, 4, 32)
     with pytest.raises(SystemExit):
         clip_fine_tune.build_parser().parse_args(["--dataset", "shoes"])
+    monkeypatch.setattr(runtime, "available_cpus", lambda: 2)
+    assert clip_fine_tune.build_parser().parse_args(["--dataset", "cirr"]).num_workers == 2
 
 
 def test_unreadable_image_names_the_file(tmp_path):

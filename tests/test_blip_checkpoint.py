@@ -88,7 +88,8 @@ def test_cr_stage1_report(setup):
     model = CirStage1(setup["vit"], setup["med"], IMAGE, enc_token_id=setup["tokenizer"].enc_token_id, embed_dim=16)
     report = load_blip_checkpoint(model, setup["path"])
     assert report.missing == () and report.unexpected == ("itm_head.bias", "itm_head.weight")
-    assert "temp" in report.loaded and model.temp.item() == setup["state"]["temp"].item()
+    assert report.ignored == _momentum_queue_decoder_keys(setup["state"])
+    assert set(report.loaded) == set(model.state_dict()) and model.temp.item() == setup["state"]["temp"].item()
     _assert_loaded_values(model, setup["state"], report.loaded)
 
 
@@ -102,6 +103,7 @@ def test_bi_blip_prefix_selection(setup):
     text_encoder = BlipTextEncoder(setup["med"], setup["tokenizer"], embed_dim=16)
     report = load_blip_checkpoint(text_encoder, setup["path"], select_prefix=("text_encoder.", "text_proj."))
     assert report.missing == () and report.unexpected == () and report.ignored == ()
+    assert set(report.loaded) == set(text_encoder.state_dict())
     _assert_loaded_values(text_encoder, setup["state"], report.loaded)
 
     fresh = BlipTextEncoder(setup["med"], setup["tokenizer"], embed_dim=640)
@@ -109,6 +111,7 @@ def test_bi_blip_prefix_selection(setup):
     report = load_blip_checkpoint(fresh, setup["path"], select_prefix="text_encoder.",
                                   expected_missing=("text_proj.*",))
     assert report.missing == ("text_proj.bias", "text_proj.weight") and report.unexpected == ()
+    assert report.ignored == () and set(report.loaded) == set(fresh.state_dict()) - set(report.missing)
     assert torch.equal(fresh.text_proj.weight, before) and fresh(["make it red"]).shape == (1, 640)
     assert set(select_prefix(setup["state"], "vision_proj.")) == {"vision_proj.weight", "vision_proj.bias"}
 
@@ -128,6 +131,8 @@ def test_cr_stage2_twin_remap_report(setup):
                                  "vision_proj.bias", "vision_proj.weight")
     assert report.ignored == _momentum_queue_decoder_keys(setup["state"])
     assert len(report.remapped) == LAYERS * 2 * 2 * 10  # layers x (self, cross) x twins x (q,k,v,dense,LN) w+b
+    assert set(report.loaded) == set(model.state_dict()) - set(report.missing)
+    assert set(report.remapped) <= set(report.loaded)
     state, loaded = setup["state"], model.state_dict()
     for i in range(LAYERS):
         src = f"text_encoder.encoder.layer.{i}."
@@ -194,7 +199,7 @@ def test_state_key_and_raw_state_dicts(setup, tmp_path):
     model = BlipImageEncoder(setup["vit"], IMAGE, embed_dim=16)
     saved = model.state_dict()
     report = load_blip_checkpoint(BlipImageEncoder(setup["vit"], IMAGE, embed_dim=16), dict(saved))
-    assert report.source == "<state dict>" and report.missing == ()
+    assert report.source == "<state dict>" and report.missing == () and set(report.loaded) == set(saved)
     path = tmp_path / "two.pt"
     torch.save({"BLIPTextEncoder": {"x": torch.ones(1)}, "Image": saved}, path)
     with pytest.raises(CheckpointError, match="two.pt.*state_key"):
@@ -209,6 +214,7 @@ def test_missing_position_ids_is_tolerated(setup, tmp_path):
     model = BlipItc(setup["vit"], setup["med"], IMAGE, embed_dim=16)
     report = load_blip_checkpoint(model, path)
     assert report.missing == ("text_encoder.embeddings.position_ids",)
+    assert set(report.loaded) == set(model.state_dict()) - set(report.missing)
     assert torch.equal(model.text_encoder.embeddings.position_ids, torch.arange(64)[None])
 
 
@@ -220,7 +226,7 @@ def test_shape_mismatch_raises_or_drops(setup):
         load_blip_checkpoint(model, setup["path"], select_prefix=("visual_encoder.", "vision_proj.", "text_"))
     report = load_blip_checkpoint(model, setup["path"], on_shape_mismatch="drop")
     assert report.dropped_mismatch == ("text_proj.bias", "text_proj.weight", "vision_proj.bias", "vision_proj.weight")
-    assert report.missing == ()
+    assert report.missing == () and set(report.loaded) == set(model.state_dict()) - set(report.dropped_mismatch)
 
 
 def test_missing_keys_raise_with_file_name(setup, tmp_path):
@@ -243,4 +249,4 @@ def test_pickled_objects_need_trust(setup, tmp_path):
     with pytest.raises(CheckpointError, match="trusted=True"):
         load_blip_checkpoint(model, path, select_prefix=("visual_encoder.", "vision_proj."))
     report = load_blip_checkpoint(model, path, select_prefix=("visual_encoder.", "vision_proj."), trusted=True)
-    assert report.missing == ()
+    assert report.missing == () and set(report.loaded) == set(model.state_dict())

@@ -93,6 +93,7 @@ def test_itc_and_bi_blip_encoders(golden):
     itc = BlipItc(vit, med, meta["image_size"], embed_dim=meta["embed_dim"]).eval()
     report = load_blip_checkpoint(itc, GOLDEN / "blip_tiny.pth")
     assert report.missing == () and report.unexpected == ("itm_head.bias", "itm_head.weight", "temp")
+    assert set(report.loaded) == set(itc.state_dict())
     assert_matches(itc.encode_image(inputs["images"]), outputs["image_feat"])
     assert_matches(itc.encode_text(outputs["ids35"], outputs["mask35"]), outputs["text_feat"])
 
@@ -100,6 +101,7 @@ def test_itc_and_bi_blip_encoders(golden):
     report = load_blip_checkpoint(image_encoder, GOLDEN / "blip_tiny.pth",
                                   select_prefix=("visual_encoder.", "vision_proj."))
     assert report.missing == () and report.unexpected == () and report.ignored == ()
+    assert set(report.loaded) == set(image_encoder.state_dict())
     features = image_encoder(inputs["images"])
     assert_matches(torch.nn.functional.normalize(features, dim=-1), outputs["image_feat"])
     assert not torch.allclose(features.norm(dim=-1), torch.ones(3))
@@ -107,6 +109,7 @@ def test_itc_and_bi_blip_encoders(golden):
     text_encoder = BlipTextEncoder(med, tokenizer, embed_dim=meta["embed_dim"], encoder_width=vit.width).eval()
     report = load_blip_checkpoint(text_encoder, GOLDEN / "blip_tiny.pth", select_prefix=("text_encoder.", "text_proj."))
     assert report.missing == () and report.unexpected == () and report.ignored == ()
+    assert set(report.loaded) == set(text_encoder.state_dict())
     assert_matches(text_encoder(inputs["texts"]), outputs["text_proj_unnorm_longest"])
     tokens = {"input_ids": outputs["ids_longest"], "attention_mask": outputs["mask_longest"]}
     assert_matches(text_encoder(tokens), outputs["text_proj_unnorm_longest"])
@@ -135,6 +138,7 @@ def test_cr_stage1(golden):
     _, inputs, outputs, _, _, _ = golden
     model, report, ids, mask = _stage1(golden)
     assert report.missing == () and report.unexpected == () and report.ignored == ()
+    assert set(report.loaded) == set(model.state_dict())
     reference = model.image_embeds(inputs["images"][[inputs["cr_reference_index"]]])
     assert_matches(model(reference, ids, mask), outputs["cr_stage1_query_feat"])
     assert_matches(model(reference, ids, mask, return_raw=True), outputs["cr_stage1_zt"])
@@ -151,6 +155,7 @@ def test_cr_stage2(golden):
     model = CirStage2(vit, med, meta["image_size"], enc_token_id=tokenizer.enc_token_id).eval()
     report = load_blip_checkpoint(model, GOLDEN / "cr_stage2.pt")
     assert report.missing == () and report.unexpected == () and report.ignored == ()
+    assert set(report.loaded) == set(model.state_dict())
     scores = model(z_t.expand(n, -1, -1), ids.expand(n, -1), mask.expand(n, -1),
                    model.image_embeds(inputs["images"][candidates]))
     # The merge_layer contributes little at this size (a wrong concatenation order moves the scores by ~2e-6),
@@ -165,4 +170,4 @@ def test_twin_remap_equals_upstream_remap():
     assert len(fresh) == 4 + 2 * 2  # cls_head.{0,2}; merge_layer of layers 6 and 7
     for key in set(upstream) - fresh:
         assert torch.equal(ours[key], upstream[key]), key
-    assert all(key in upstream for key in remapped)
+    assert set(remapped) <= set(upstream) and len(remapped) == 8 * 2 * 2 * 10  # layers x blocks x twins x params

@@ -3,8 +3,10 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from common.cirr_submission import SubmissionError, main, validate_cirr_submission, write_cirr_submission
+from common.metrics.cir import cirr_rankings
 
 
 def rankings(pairids, length, offset=0):
@@ -89,3 +91,22 @@ def test_validator_expected_pairids_and_cli(tmp_path, capsys):
     broken.write_text('{"1": [\n')
     assert main([str(recall_path), str(broken)]) == 1
     assert "recall_submission_broken.json: malformed JSON at line 2" in capsys.readouterr().err
+
+
+def test_each_pairid_keeps_its_own_ranking(tmp_path):
+    """Rankings from a hand-built score matrix reach the file under their own pairid (the file sorts the keys, the
+    queries are not in that order): reference absent, subset from the query's own members, score order."""
+    names = [f"img{i}" for i in range(8)]
+    scores = torch.tensor([[0.9, 0.1, 0.8, 0.7, 0.2, 0.3, 0.6, 0.5],
+                           [0.1, 0.9, 0.2, 0.3, 0.8, 0.7, 0.4, 0.5],
+                           [0.5, 0.4, 0.3, 0.2, 0.1, 0.9, 0.8, 0.7]])
+    references, members = [0, 4, 5], [[0, 1, 2, 3], [4, 5, 6, 7], [5, 0, 1, 2]]
+    pairids = [907, 12, 300]
+    recall, subset = cirr_rankings(scores, references, members, names, top_k=4)
+    recall_path, subset_path = write_cirr_submission(tmp_path, "hand", dict(zip(pairids, recall)),
+                                                     dict(zip(pairids, subset)))
+    written, written_subset = json.loads(recall_path.read_text()), json.loads(subset_path.read_text())
+    assert list(written)[:3] == ["12", "300", "907"]
+    assert written["907"] == ["img2", "img3", "img6", "img7"] and written_subset["907"] == ["img2", "img3", "img1"]
+    assert written["12"] == ["img1", "img5", "img7", "img6"] and written_subset["12"] == ["img5", "img7", "img6"]
+    assert written["300"] == ["img6", "img7", "img0", "img1"] and written_subset["300"] == ["img0", "img1", "img2"]
