@@ -1,0 +1,63 @@
+"""Write the CIRR test1 submission files of an MLCL model for the CIRR evaluation server.
+
+    python mlcl/cirr_test_submission.py --submission-name mlcl --combining-function combiner \\
+        --clip-model-name RN50x4 --clip-model-path tuned_clip_best.pt --combiner-path combiner_arithmetic.pt
+
+Writes ``<output-root>/submission/CIRR/<name>/recall_submission_<name>.json`` (top 50 of the ranking without the
+reference) and ``recall_subset_submission_<name>.json`` (top 3 among the query's group members), then checks both.
+``--learn_t`` is inferred from the Combiner checkpoint when not given.
+
+Captions longer than CLIP's 77 tokens are truncated with a warning (the original raised an error).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from common.args import setup_runtime
+from common.cir.evaluation import query_scores
+from common.cir.frozen import encode_texts
+from common.cirr_submission import validate_cirr_submission, write_cirr_submission
+from common.dist import cleanup
+from common.metrics.cir import cirr_rankings
+from mlcl.engine import (ImageEncoder, TextEncoder, add_evaluation_args, add_port_args, evaluation_models,
+                         output_root_from_env, query_sets)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--submission-name", required=True, help="name of the submission folder and files")
+    add_evaluation_args(parser)
+    add_port_args(parser)
+    parser.add_argument("--output-root", default=".",
+                        help="folder that receives submission/CIRR/<name>/ (default: the current folder, as the "
+                             "original's repository root)")
+    output_root_from_env(parser)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> tuple[Path, Path] | None:
+    args = build_parser().parse_args(argv)
+    dist = setup_runtime(args)
+    model, info, combine = evaluation_models(args, dist.device)
+    query_set, = query_sets(args, "cirr", "test1", ImageEncoder(model, dist.device), dist.device,
+                            info["input_resolution"], args.clip_model_path)
+    files = None
+    if dist.is_main:
+        texts = encode_texts(TextEncoder(model, dist.device), query_set.captions)
+        recall, recall_subset = cirr_rankings(query_scores(query_set, texts, combine).cpu(), query_set.reference_idx,
+                                              query_set.members_idx, query_set.gallery_names)
+        folder = Path(args.output_root) / "submission" / "CIRR" / args.submission_name
+        files = write_cirr_submission(folder, args.submission_name, dict(zip(query_set.pairids, recall)),
+                                      dict(zip(query_set.pairids, recall_subset)))
+        length = min(50, len(query_set.gallery_names) - 1)
+        for path, list_length in zip(files, (length, 3)):
+            result = validate_cirr_submission(path, query_set.pairids, list_length=list_length)
+            print(f"{path}: {result['num_queries']} queries, metric {result['metric']}")
+    cleanup()
+    return files
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
