@@ -11,7 +11,7 @@ import urllib.request
 import zipfile
 from pathlib import Path
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, BinaryIO, Callable
 
 # torch is imported inside the functions that need it, so light tools (weights/check.py --help) start fast.
 PathLike = str | os.PathLike
@@ -249,9 +249,9 @@ def new_file_mode() -> int:
     return 0o666 & ~mask
 
 
-def _atomic_write(path: PathLike, write) -> Path:
-    """Write through a temporary file in the same folder, then rename, so a crash never leaves a half file.
-    The file gets the mode of a plainly created one (the user's umask), not the temporary file's 0600."""
+def atomic_write(path: PathLike, write: Callable[[BinaryIO], Any]) -> Path:
+    """Call ``write(binary handle)`` on a temporary file in the same folder, then rename, so a crash never leaves a
+    half file. The file gets the mode of a plainly created one (the user's umask), not the temporary file's 0600."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -272,11 +272,11 @@ def atomic_torch_save(obj: Any, path: PathLike) -> Path:
     """``torch.save`` that never leaves a partial file behind."""
     import torch
 
-    return _atomic_write(path, lambda handle: torch.save(obj, handle))
+    return atomic_write(path, lambda handle: torch.save(obj, handle))
 
 
 def atomic_write_text(text: str, path: PathLike) -> Path:
-    return _atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))
+    return atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))
 
 
 def atomic_write_json(obj: Any, path: PathLike, **dump_kwargs: Any) -> Path:
