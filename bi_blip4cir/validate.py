@@ -18,10 +18,10 @@ from bi_blip4cir.engine import (SHORT_NAMES, add_evaluation_args, add_port_args,
                                 check_checkpoint_flags, dataset_name, load_evaluation_models)
 from common.args import setup_runtime
 from common.cir.data import dataset_root
-from common.cir.evaluation import evaluate_composed
+from common.cir.evaluation import evaluate_composed, metrics_json_path, print_metrics
 from common.cir.frozen import encode_texts
 from common.dist import cleanup
-from common.io import atomic_write_json, is_url
+from common.io import atomic_write_json
 from common.training.run import check_writable_root
 
 
@@ -39,26 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
 def metrics_path(args: argparse.Namespace) -> Path:
     """``--metrics-json``, else a file next to the most specific checkpoint evaluated (Combiner, stage-I text
     encoder, pre-trained BLIP; the current folder for a URL)."""
-    if args.metrics_json:
-        return Path(args.metrics_json)
-    checkpoint = (args.combiner_path if args.combining_function == "combiner" else None) or args.blip_model_path \
-        or args.blip_pretrained_path
-    folder = Path(".") if is_url(checkpoint) else Path(checkpoint).parent
-    stem = Path(str(checkpoint).rsplit("/", 1)[-1]).stem
-    return folder / f"{stem}_val_{SHORT_NAMES[args.dataset]}_{args.combining_function}.json"
-
-
-def print_metrics(name: str, metrics: dict[str, float]) -> None:
-    """The original printout: FashionIQ categories in the order shirt, dress, toptee, then the two averages."""
-    if name == "cirr":
-        for key, value in metrics.items():
-            print(f"{key} = {value:.2f}")
-        return
-    for dress_type in ("shirt", "dress", "toptee"):
-        print(f"{dress_type}_recallat10 = {metrics[f'{dress_type}_recall_at10']:.2f}")
-        print(f"{dress_type}_recallat50 = {metrics[f'{dress_type}_recall_at50']:.2f}")
-    print(f"average recall10 = {metrics['average_recall_at10']:.2f}")
-    print(f"average recall50 = {metrics['average_recall_at50']:.2f}")
+    combiner = args.combiner_path if args.combining_function == "combiner" else None
+    return metrics_json_path(args.metrics_json, (combiner, args.blip_model_path, args.blip_pretrained_path),
+                             f"val_{SHORT_NAMES[args.dataset]}_{args.combining_function}")
 
 
 def main(argv: list[str] | None = None) -> dict[str, float] | None:

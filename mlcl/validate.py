@@ -5,7 +5,7 @@
 
 FashionIQ: R@10 / R@50 per category and their averages (reference kept in the gallery). Shoes: R@1/10/50 with the
 reference excluded and their mean. CIRR: R@1/5/10/50 (reference excluded), R_s@1/2/3 among the group members and the
-means (the geometric mean is 0 when a recall is 0). Prints the metrics and writes them as JSON (``--metrics-json``).
+means (the geometric mean is 0 when a recall is 0). Prints the metrics and writes them as JSON next to the checkpoint evaluated (or ``--metrics-json``).
 
 Captions longer than CLIP's 77 tokens are truncated with a warning (the original raised an error).
 """
@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from common.args import setup_runtime
-from common.cir.evaluation import evaluate_composed
+from common.cir.evaluation import evaluate_composed, metrics_json_path, print_metrics
 from common.cir.frozen import encode_texts
 from common.dist import cleanup
 from common.io import atomic_write_json
@@ -33,22 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_evaluation_args(parser)
     add_port_args(parser)
     parser.add_argument("--metrics-json", default=None,
-                        help="where to write the metrics (default ./validate_<fiq|shoes|cirr>_<combining-function>"
-                             ".json)")
+                        help="where to write the metrics (default: next to the evaluated checkpoint, "
+                             "<checkpoint>_val_<fiq|shoes|cirr>_<combining-function>.json)")
     return parser
-
-
-def print_metrics(name: str, metrics: dict[str, float]) -> None:
-    """CLIP4Cir's printout for FashionIQ (categories, then the averages); every key for Shoes and CIRR."""
-    if name != "fashioniq":
-        for key, value in metrics.items():
-            print(f"{key} = {value}")
-        return
-    for dress_type in ("shirt", "dress", "toptee"):
-        print(f"{dress_type}_recallat10 = {metrics[f'{dress_type}_recall_at10']}")
-        print(f"{dress_type}_recallat50 = {metrics[f'{dress_type}_recall_at50']}")
-    print(f"average recall10 = {metrics['average_recall_at10']}")
-    print(f"average recall50 = {metrics['average_recall_at50']}")
 
 
 def main(argv: list[str] | None = None) -> dict[str, float] | None:
@@ -62,7 +48,9 @@ def main(argv: list[str] | None = None) -> dict[str, float] | None:
         text_encoder = TextEncoder(model, dist.device)
         metrics = evaluate_composed(sets, [encode_texts(text_encoder, s.captions) for s in sets], combine)
         print_metrics(args.dataset, metrics)
-        path = Path(args.metrics_json or f"validate_{SHORT_NAMES[args.dataset]}_{args.combining_function}.json")
+        combiner = args.combiner_path if args.combining_function == "combiner" else None
+        path = metrics_json_path(args.metrics_json, (combiner, args.clip_model_path, args.clip_model_name),
+                                 f"val_{SHORT_NAMES[args.dataset]}_{args.combining_function}")
         atomic_write_json(metrics, path, indent=2)
         print(f"metrics written to {path}")
     cleanup()

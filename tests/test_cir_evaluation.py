@@ -9,13 +9,14 @@ under test.
 """
 import json
 import statistics
+from pathlib import Path
 
 import pytest
 import torch
 
 from bi_blip4cir.engine import relative_dataset
 from bi_blip4cir.losses import sum_fusion
-from common.cir.evaluation import build_query_sets, evaluate_composed
+from common.cir.evaluation import build_query_sets, evaluate_composed, metrics_json_path
 from common.synthetic.writers import write_cirr, write_fashioniq
 
 FIQ_RANKS = [0, 5, 9, 10, 30, 49, 50, 57]  # of the target in the full gallery (60 images, reference last)
@@ -116,3 +117,13 @@ def test_cirr_recalls_remove_the_reference_and_rank_the_subset_among_members(tmp
     assert list(metrics) == list(wanted)
     assert metrics == pytest.approx(wanted, abs=1e-9)
     assert wanted["recall_at1"] == pytest.approx(100 / 9) and wanted["recall_at50"] == pytest.approx(800 / 9)
+
+
+def test_metrics_json_path_sits_next_to_the_most_specific_checkpoint(tmp_path):
+    combiner, text = tmp_path / "run" / "combiner.pt", tmp_path / "tuned.pt"
+    expected = tmp_path / "run" / "combiner_val_cirr_combiner.json"
+    assert metrics_json_path(None, (combiner, text), "val_cirr_combiner") == expected
+    assert metrics_json_path(None, (None, text), "val_fiq_sum") == tmp_path / "tuned_val_fiq_sum.json"
+    assert metrics_json_path(None, (None, "RN50x4"), "val_shoes_sum") == Path("RN50x4_val_shoes_sum.json")
+    assert metrics_json_path(None, ("https://host/x/model_base.pth",), "v") == Path("model_base_v.json")
+    assert metrics_json_path(tmp_path / "m.json", (combiner,), "v") == tmp_path / "m.json"

@@ -7,6 +7,7 @@ feature and the caption feature), or any ``[Q, N]`` score matrix passed to ``set
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
@@ -15,14 +16,16 @@ from torch.utils.data import Dataset
 
 from common.cir.data import FIQ_DRESS_TYPES
 from common.data.cir import fiq_val_caption
+from common.io import PathLike, is_url
 from common.metrics.cir import cirr_recalls, fiq_recalls, fiq_summary, index_of, shoes_recalls
 
 Combine = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 GalleryEncoder = Callable[[Sequence[str]], tuple[torch.Tensor, list[str]]]
 QueryDataset = Callable[[Sequence[str]], Dataset]
 
-__all__ = ["QuerySet", "build_query_sets", "evaluate", "evaluate_composed", "query_scores", "query_set_from_items",
-           "set_metrics"]
+__all__ = ["QuerySet", "build_query_sets", "evaluate", "evaluate_composed", "metrics_json_path", "print_metrics",
+           "query_scores",
+           "query_set_from_items", "set_metrics"]
 
 
 @dataclass
@@ -117,3 +120,28 @@ def evaluate_composed(query_sets: Sequence[QuerySet], text_features: Sequence[to
     ``combine(reference features, text features)`` gives the predicted target features."""
     return evaluate(query_sets, [query_scores(query_set, features, combine)
                                  for query_set, features in zip(query_sets, text_features)])
+
+
+def print_metrics(dataset: str, metrics: dict[str, float]) -> None:
+    """CLIP4Cir's printout, rounded: FashionIQ categories in the order shirt, dress, toptee, then the two averages;
+    every ``key = value`` for CIRR and Shoes."""
+    if dataset != "fashioniq":
+        for key, value in metrics.items():
+            print(f"{key} = {value:.2f}")
+        return
+    for dress_type in ("shirt", "dress", "toptee"):
+        print(f"{dress_type}_recallat10 = {metrics[f'{dress_type}_recall_at10']:.2f}")
+        print(f"{dress_type}_recallat50 = {metrics[f'{dress_type}_recall_at50']:.2f}")
+    print(f"average recall10 = {metrics['average_recall_at10']:.2f}")
+    print(f"average recall50 = {metrics['average_recall_at50']:.2f}")
+
+
+def metrics_json_path(explicit: PathLike | None, checkpoints: Sequence[PathLike | None], suffix: str) -> Path:
+    """``explicit`` (``--metrics-json``), else ``<stem>_<suffix>.json`` next to the first of ``checkpoints`` that is
+    given (the most specific checkpoint evaluated); in the current folder for a URL or a model name."""
+    if explicit:
+        return Path(explicit)
+    checkpoint = next(str(path) for path in checkpoints if path)
+    folder = Path(".") if is_url(checkpoint) else Path(checkpoint).parent
+    stem = Path(checkpoint.rsplit("/", 1)[-1]).stem
+    return folder / f"{stem}_{suffix}.json"
