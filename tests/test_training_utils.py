@@ -80,6 +80,18 @@ def test_csv_logger_rewrites_and_resumes(tmp_path):
     assert open(path).readline().strip() == "epoch,train_epoch_loss"
 
 
+
+def test_csv_logger_resume_keeps_the_columns_beyond_the_given_ones(tmp_path):
+    path = tmp_path / "train_metrics.csv"
+    log = CSVLogger(path, ["epoch", "train_epoch_loss"])
+    for epoch in range(2):
+        log.log({"epoch": epoch, "train_epoch_loss": 1.0, "loss_h": 0.5 + epoch})
+    reopened = CSVLogger(path, ["epoch", "train_epoch_loss"])
+    reopened.truncate_after(0)
+    reopened.log({"epoch": 1, "train_epoch_loss": 0.5, "loss_h": 0.25})
+    rows = list(csv.DictReader(open(path)))
+    assert [(r["epoch"], r["loss_h"]) for r in rows] == [("0", "0.5"), ("1", "0.25")]
+
 def test_run_dir_hyperparameters_tracker_and_plot(tmp_path):
     first = make_run_dir(tmp_path, "x", run_name="run")
     assert make_run_dir(tmp_path, "x", run_name="run").name == "run_1" and first.is_dir()

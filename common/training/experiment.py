@@ -42,8 +42,8 @@ def write_hyperparameters(run_dir: PathLike, params: dict[str, Any],
 class CSVLogger:
     """A metrics table rewritten whole (atomically) after each row, like the upstream pandas CSVs.
 
-    Re-opening an existing file (on resume) keeps its rows; ``truncate_after(epoch)`` drops rows of epochs that
-    will be run again.
+    Re-opening an existing file (on resume) keeps its rows and columns (``columns`` first, then the file's others);
+    ``truncate_after(epoch)`` drops rows of epochs that will be run again.
     """
 
     def __init__(self, path: PathLike, columns: list[str] | None = None):
@@ -53,7 +53,7 @@ class CSVLogger:
         if self.path.is_file():
             with open(self.path, newline="") as handle:
                 reader = csv.DictReader(handle)
-                self.columns = self.columns or list(reader.fieldnames or [])
+                self.columns += [name for name in reader.fieldnames or [] if name not in self.columns]
                 self.rows = [dict(row) for row in reader]
 
     def truncate_after(self, epoch: int) -> None:
