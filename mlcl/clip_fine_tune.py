@@ -25,7 +25,6 @@ from functools import partial
 
 import torch
 import torch.nn.functional as F
-from clip.model import CLIP
 from torch import nn
 
 from common.args import add_comet_args, add_output_args, setup_runtime
@@ -33,6 +32,7 @@ from common.cir.data import TripletRows, caption_rng, compose_captions, relative
 from common.cir.evaluation import evaluate_composed
 from common.cir.frozen import FrozenImages, encode_texts
 from common.cir.selection import save_validated
+from common.clip import CLIP
 from common.dist import DistInfo, all_gather_with_grad, cleanup
 from common.runtime import autocast, get_logger, grad_scaler, seed_everything
 from common.training.loop import data_parallel, train_loader, train_one_epoch

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import torch
-from clip.model import CLIP, convert_weights
 from torch.utils.data import Dataset
 
 from common.args import add_runtime_args
@@ -27,7 +26,7 @@ from common.cir.data import (FIQ_DRESS_TYPES, TripletRows, classic_dataset, data
                              triplet_fields)
 from common.cir.evaluation import Combine, QuerySet, build_query_sets
 from common.cir.selection import best_checkpoint_names
-from common.clip import CONTEXT_LENGTH, load_clip, tokenize
+from common.clip import CLIP, CONTEXT_LENGTH, convert_weights, load_clip, tokenize
 from common.data.images import open_image
 from common.dist import all_reduce_sum
 from common.features import checkpoint_fingerprint, extract_features

@@ -5,7 +5,8 @@
 
 FashionIQ: R@10 / R@50 per category and their averages (reference kept in the gallery). Shoes: R@1/10/50 with the
 reference excluded and their mean. CIRR: R@1/5/10/50 (reference excluded), R_s@1/2/3 among the group members and the
-means (the geometric mean is 0 when a recall is 0). Prints the metrics and writes them as JSON next to the checkpoint evaluated (or ``--metrics-json``).
+means (the geometric mean is 0 when a recall is 0). Prints the metrics and writes them as JSON next to the checkpoint
+evaluated (or ``--metrics-json``).
 
 Captions longer than CLIP's 77 tokens are truncated with a warning (the original raised an error).
 """
