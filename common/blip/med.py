@@ -85,15 +85,46 @@ class MedSelfAttention(nn.Module):
         encoder_hidden_states: torch.Tensor | None = None,
     ) -> torch.Tensor:
         source = hidden_states if encoder_hidden_states is None else encoder_hidden_states
-        query = self._split_heads(self.query(hidden_states))
-        key = self._split_heads(self.key(source))
-        value = self._split_heads(self.value(source))
+        key, value = self.project_memory(source)
+        return self.attend(hidden_states, key, value, attention_bias)
+
+    def project_memory(self, source: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values ``[B, heads, N, head_size]`` of ``source`` ``[B, N, W]`` (reusable across queries)."""
+        return self._split_heads(self.key(source)), self._split_heads(self.value(source))
+
+    def attend(
+        self,
+        hidden_states: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        attention_bias: torch.Tensor | None,
+        group: int = 1,
+    ) -> torch.Tensor:
+        """Attention of ``hidden_states`` ``[B * group, L, H]`` to precomputed ``key``/``value`` ``[B, heads, N, d]``.
+
+        With ``group > 1`` the ``group`` consecutive rows of each key row attend to that one key row: the queries
+        are stacked along the token axis, so a memory shared by several texts is never copied.
+        """
+        batch, length = hidden_states.shape[0], hidden_states.shape[1]
+        query = self._split_heads(self.query(hidden_states).reshape(batch // group, group * length, -1))
         scores = torch.matmul(query, key.transpose(-1, -2)) / math.sqrt(self.head_size)
         if attention_bias is not None:
             scores = scores + attention_bias
         probs = self.dropout(scores.softmax(dim=-1))
         context = torch.matmul(probs, value).permute(0, 2, 1, 3).contiguous()
-        return context.view(context.shape[0], context.shape[1], -1)
+        return context.view(batch, length, -1)
+
+    def attend_rows(self, hidden_states: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                    rows: torch.Tensor) -> torch.Tensor:
+        """Row p of ``hidden_states`` ``[P, L, H]`` attends to key/value row ``rows[p]`` (no mask). Consecutive rows
+        with the same key row share one ``attend`` call, so sorting the pairs by key row avoids copying keys."""
+        segments, counts = torch.unique_consecutive(rows, return_counts=True)
+        outputs, start = [], 0
+        for row, count in zip(segments.tolist(), counts.tolist()):
+            outputs.append(self.attend(hidden_states[start:start + count], key[row:row + 1], value[row:row + 1],
+                                       None, group=count))
+            start += count
+        return torch.cat(outputs)
 
 
 class MedResidualOutput(nn.Module):

@@ -25,6 +25,8 @@ from common.blip.med import (
 )
 
 Pair = tuple[torch.Tensor, torch.Tensor]
+MemoryKV = list[tuple[Pair, Pair]]
+"""Per layer, the cross-attention ``(key, value)`` of stream 0 and of stream 1, each ``[C, heads, N, head_size]``."""
 
 
 class TwinSelfOutput(nn.Module):
@@ -65,6 +67,22 @@ class TwinAttention(nn.Module):
         contexts = (self.self0(streams[0], biases[0], memories[0]), self.self1(streams[1], biases[1], memories[1]))
         return self.output(contexts, streams)
 
+    def memory_kv(self, memory: torch.Tensor) -> tuple[Pair, Pair]:
+        """Both streams' keys and values of one image memory ``[C, N, W]``."""
+        return self.self0.project_memory(memory), self.self1.project_memory(memory)
+
+    def forward_kv(self, streams: Pair, kv: tuple[Pair, Pair], group: int = 1,
+                   rows: torch.Tensor | None = None) -> Pair:
+        """Cross-attention to precomputed keys/values (memory mask of ones): image-major pairs in groups of
+        ``group`` (``MedSelfAttention.attend``) or pair p on image ``rows[p]`` (``attend_rows``)."""
+        if rows is not None:
+            contexts = (self.self0.attend_rows(streams[0], *kv[0], rows),
+                        self.self1.attend_rows(streams[1], *kv[1], rows))
+        else:
+            contexts = (self.self0.attend(streams[0], *kv[0], None, group),
+                        self.self1.attend(streams[1], *kv[1], None, group))
+        return self.output(contexts, streams)
+
 
 class TwinLayer(nn.Module):
     def __init__(self, cfg: MedConfig, use_merge_layer: bool):
@@ -77,6 +95,12 @@ class TwinLayer(nn.Module):
     def forward(self, streams: Pair, text_bias: torch.Tensor, memories: Pair, memory_biases: Pair) -> Pair:
         streams = self.attention(streams, (text_bias, text_bias))
         streams = self.crossattention(streams, memory_biases, memories)
+        return tuple(self.output(self.intermediate(s), s) for s in streams)
+
+    def forward_kv(self, streams: Pair, text_bias: torch.Tensor, kv: tuple[Pair, Pair], group: int = 1,
+                   rows: torch.Tensor | None = None) -> Pair:
+        streams = self.attention(streams, (text_bias, text_bias))
+        streams = self.crossattention.forward_kv(streams, kv, group, rows)
         return tuple(self.output(self.intermediate(s), s) for s in streams)
 
 
@@ -123,6 +147,36 @@ class TwinMedModel(nn.Module):
         streams = (z_t, self.embeddings(input_ids))
         for layer in self.encoder.layer:
             streams = layer(streams, text_bias, memories, memory_biases)
+        return torch.cat([streams[0][:, 0], streams[1][:, 0]], dim=-1)
+
+    def memory_kv(self, encoder_hidden_states: torch.Tensor) -> MemoryKV:
+        """Every layer's cross-attention keys/values of image memories ``[C, N, W]``: they depend on the image only,
+        so one computation serves every text paired with it."""
+        return [layer.crossattention.memory_kv(encoder_hidden_states) for layer in self.encoder.layer]
+
+    def forward_kv(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        z_t: torch.Tensor,
+        kv: MemoryKV,
+        rows: torch.Tensor | None = None,
+        group: int = 1,
+    ) -> torch.Tensor:
+        """``forward`` for P pairs over precomputed ``memory_kv`` of C images (all-ones memory mask); ``[P, 2H]``.
+
+        ``rows`` ``[P]``: pair p attends to image ``rows[p]``; pairs sorted by image share one attention call per
+        image. Without ``rows``, the pairs are image-major, ``P = C * group``: pairs ``c * group .. (c + 1) * group
+        - 1`` attend to image c (the training grid). Keys/values are never copied per pair.
+        """
+        if z_t.shape[:2] != input_ids.shape:
+            raise ValueError(f"z_t {tuple(z_t.shape)} does not match the caption tokens {tuple(input_ids.shape)}")
+        if rows is None and z_t.shape[0] != kv[0][0][0].shape[0] * group:
+            raise ValueError(f"{z_t.shape[0]} pairs do not form {kv[0][0][0].shape[0]} images x {group} texts")
+        text_bias = self_attention_bias(attention_mask, self.embeddings.word_embeddings.weight.dtype)
+        streams = (z_t, self.embeddings(input_ids))
+        for layer, layer_kv in zip(self.encoder.layer, kv):
+            streams = layer.forward_kv(streams, text_bias, layer_kv, group, rows)
         return torch.cat([streams[0][:, 0], streams[1][:, 0]], dim=-1)
 
 

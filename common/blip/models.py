@@ -19,7 +19,7 @@ from transformers import BertTokenizer
 
 from common.blip.config import MedConfig, ViTConfig
 from common.blip.med import MedModel
-from common.blip.med_twin import TwinMedModel
+from common.blip.med_twin import MemoryKV, TwinMedModel
 from common.blip.tokenizer import tokenize
 from common.blip.vit import create_vit
 
@@ -311,3 +311,41 @@ class CirStage2(nn.Module):
     ) -> torch.Tensor:
         """Scores ``[B]`` (logit 0)."""
         return self.logits(z_t, input_ids, attention_mask, candidate_embeds)[:, 0]
+
+    def candidate_kv(self, candidate_embeds: torch.Tensor) -> MemoryKV:
+        """Cross-attention keys/values of candidate ViT tokens ``[C, T, W]``, computed once per image and shared by
+        every query whose candidates include it (upstream recomputes them for every pair)."""
+        return self.text_encoder.memory_kv(candidate_embeds)
+
+    def score_pairs(
+        self,
+        z_t: torch.Tensor,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        kv: MemoryKV,
+        rows: torch.Tensor,
+    ) -> torch.Tensor:
+        """Scores ``[P]`` of pairs (``z_t[p]``, caption p, candidate ``rows[p]`` of ``kv``); equals ``forward``."""
+        pair = self.text_encoder.forward_kv(with_first_token(input_ids, self.enc_token_id), attention_mask, z_t, kv,
+                                            rows=rows)
+        return self.cls_head(pair)[:, 0]
+
+    def score_grid(
+        self,
+        z_t: torch.Tensor,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        candidate_embeds: torch.Tensor,
+    ) -> torch.Tensor:
+        """Scores ``[Q, C]`` of every query (``z_t`` ``[Q, L, H]`` and its caption) against every candidate
+        ``[C, T, W]``, with each candidate's keys/values computed once (the training step's B x B matrix; upstream
+        runs one forward per query, recomputing them B times)."""
+        n_queries, n_candidates = z_t.shape[0], candidate_embeds.shape[0]
+        kv = self.candidate_kv(candidate_embeds)
+
+        def tile(x: torch.Tensor) -> torch.Tensor:
+            return x.unsqueeze(0).expand(n_candidates, *x.shape).reshape(n_candidates * n_queries, *x.shape[1:])
+
+        ids = with_first_token(input_ids, self.enc_token_id)
+        pair = self.text_encoder.forward_kv(tile(ids), tile(attention_mask), tile(z_t), kv, group=n_queries)
+        return self.cls_head(pair)[:, 0].view(n_candidates, n_queries).t()

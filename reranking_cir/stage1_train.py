@@ -1,0 +1,139 @@
+"""Stage 1 of Candidate Re-ranking: train BLIP's image-grounded text encoder as the query encoder
+(``src/stage1_train.py``).
+
+    python reranking_cir/stage1_train.py --dataset CIRR --blip-learning-rate 2e-5 --blip-max-epoch 10 \\
+        --num-epochs 40 --batch-size 512 --blip-bs 16 --transform targetpad --target-ratio 1.25 \\
+        --save-training --save-best --validation-frequency 1 --experiment-name BLIP_stageI_b512_2e-5_cos10 --train
+
+The caption (``[ENC]`` first) cross-attends to the reference image's ViT tokens; in-batch InfoNCE of the queries
+against the frozen target features (``q tᵀ / temp``). Trained: the text encoder, ``text_proj`` and ``temp``; the
+ViT and ``vision_proj`` stay frozen. Writes ``<output-root>/models/CIR_Reranking_stageI_<fiq|cirr>_<time>_<host>/``
+with ``<experiment-name>.json``, ``train_metrics.csv``, ``validation_metrics.csv``, ``training_curves.png``,
+``resume.pt`` and ``saved_models/blip{,_mean,_last,_<epoch>}.pt`` ({'epoch', 'BLIP_Retrieval', ...}).
+"""
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+from functools import partial
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import BertTokenizer
+
+from common.args import setup_runtime
+from common.blip import CirStage1, tokenize
+from common.cir.data import caption_rng, compose_captions, dataset_root, relative_dataset
+from common.dist import DistInfo, cleanup, concat_all_gather
+from common.runtime import autocast, grad_scaler
+from common.training.loop import data_parallel, train_loader, train_one_epoch
+from common.training.lr import cosine_lr_schedule
+from reranking_cir.engine import (build_models, build_query_sets, preprocess_from_args, stage1_metrics,
+                                  stage1_scores)
+from reranking_cir.models import STAGE_KEYS, freeze
+from reranking_cir.training import add_training_args, hyperparameters, open_run, save_checkpoints
+from reranking_cir.validate import print_metrics
+
+HYPERPARAMETERS = ("num_epochs", "blip_learning_rate", "blip_max_epoch", "batch_size", "blip_bs",
+                   "validation_frequency", "transform", "target_ratio", "save_training", "save_best",
+                   "grad_accumulation_step", "blip_img_tune")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_training_args(parser, num_epochs=20)
+    return parser
+
+
+class QueryLogits(nn.Module):
+    """The trained forward of one step: fused queries of (reference tokens, caption) against target features."""
+
+    def __init__(self, model: CirStage1):
+        super().__init__()
+        self.model = model
+
+    def forward(self, reference_embeds: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                targets: torch.Tensor) -> torch.Tensor:
+        return self.model.logits(self.model(reference_embeds, input_ids, attention_mask), targets)
+
+
+def vit_tokens(model: CirStage1, images: torch.Tensor, chunk: int, grad: bool) -> torch.Tensor:
+    """ViT tokens in chunks of ``--blip-bs`` (fp32, no gradient unless the ViT trains)."""
+    with torch.set_grad_enabled(grad):
+        return torch.cat([model.image_embeds(part) for part in images.split(chunk)])
+
+
+def stage1_step(batch: tuple, rng: random.Random, *, name: str, model: CirStage1, logits_fn: nn.Module,
+                tokenizer: BertTokenizer, dist: DistInfo, amp: bool, chunk: int,
+                img_tune: bool) -> tuple[torch.Tensor, dict, int]:
+    """(InfoNCE loss, {}, batch size) of one batch; targets are gathered over processes (in-batch negatives of
+    the whole batch)."""
+    references, targets = batch[0].to(dist.device), batch[1].to(dist.device)
+    captions = compose_captions(name, batch[2], rng)
+    with torch.no_grad():
+        target_features = model.target_features(vit_tokens(model, targets, chunk, False))
+    reference_embeds = vit_tokens(model, references, chunk, img_tune)
+    input_ids, mask = tokenize(tokenizer, captions, device=dist.device)
+    all_targets = concat_all_gather(target_features)
+    labels = torch.arange(len(captions), device=dist.device) + dist.rank * len(captions)
+    with autocast(dist.device, amp):
+        logits = logits_fn(reference_embeds, input_ids, mask, all_targets)
+        loss = F.cross_entropy(logits.float(), labels)
+    return loss, {}, len(captions)
+
+
+def validate(models, val_sets, args) -> dict[str, float]:
+    """Stage-1 metrics of the validation split (every process takes part)."""
+    models.stage1.eval()
+    return stage1_metrics(val_sets, [stage1_scores(models, query_set, args) for query_set in val_sets])
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    dist = setup_runtime(args)
+    device, name, amp = dist.device, args.dataset, not args.no_amp
+    models = build_models(args, device)
+    model = models.stage1
+    freeze(model.vision_proj)  # never gets a gradient upstream either (targets are computed under no_grad)
+    if not args.blip_img_tune:
+        freeze(model.visual_encoder)
+    val_sets = build_query_sets(args, name, "val", model.visual_encoder, device)
+    if not args.train:
+        metrics = validate(models, val_sets, args)
+        if dist.is_main:
+            print_metrics(metrics)
+        cleanup()
+        return
+
+    data = relative_dataset(name, dataset_root(name, args.data_root), "train", preprocess_from_args(args))
+    loader = train_loader(data, args.batch_size, args.num_workers, dist, args.seed)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.blip_learning_rate,
+                                  weight_decay=0.05)
+    scaler = grad_scaler(device, amp)
+    logits_fn = data_parallel(QueryLogits(model), dist)
+    run = open_run(args, dist, "stageI", {"model": model, "optimizer": optimizer, "scaler": scaler},
+                   hyperparameters(args, HYPERPARAMETERS, world_size=dist.world_size))
+    step = partial(stage1_step, name=name, model=model, logits_fn=logits_fn, tokenizer=models.tokenizer, dist=dist,
+                   amp=amp, chunk=args.blip_bs, img_tune=args.blip_img_tune)
+    for epoch in range(run.start_epoch, args.num_epochs):
+        cosine_lr_schedule(optimizer, epoch, args.blip_max_epoch, args.blip_learning_rate, 0.0)
+        model.train()
+        loss = train_one_epoch(loader, partial(step, rng=caption_rng(args.seed, dist.rank, epoch)), optimizer, scaler,
+                               epoch, device, run.log.tracker, "stage I", accumulation=args.grad_accumulation_step)
+        run.log.train(epoch, loss)
+        if epoch % args.validation_frequency == 0:
+            if args.blip_img_tune:
+                val_sets = build_query_sets(args, name, "val", model.visual_encoder, device)
+            metrics = validate(models, val_sets, args)
+            if dist.is_main:
+                run.log.validation(epoch, metrics)
+                save_checkpoints(run, args, epoch, metrics, model, optimizer, STAGE_KEYS[1])
+        run.end_epoch(epoch)
+    run.log.plot()
+    cleanup()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

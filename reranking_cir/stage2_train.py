@@ -1,0 +1,156 @@
+"""Stage 2 of Candidate Re-ranking: train the dual multi-modal encoder that re-scores (query, candidate) pairs
+(``src/stage2_train.py``).
+
+    python reranking_cir/stage2_train.py --dataset CIRR --blip-learning-rate 2e-5 --blip-max-epoch 80 \\
+        --num-epochs 100 --batch-size 16 --blip-bs 16 --transform targetpad --target-ratio 1.25 \\
+        --save-training --save-best --top-k-path BLIP_stageI_b512_2e-5_cos10 --K-value 50 \\
+        --validation-frequency 1 --experiment-name "BLIP_stageII_b16_2e-5_cos80_k50+[BLIP_stageI_b512_2e-5_cos10]" \\
+        --blip-model-path stage1/CIRR --train
+
+Stage 2 starts from ``model_base.pth`` (twin key duplication; ``merge_layer`` and ``cls_head`` fresh) and sees the
+frozen stage-1 model (``--blip-model-path``) only through ``z_t``, computed as the original does: stage 1 in train
+mode (dropout) on ViT tokens with drop-path. Each batch scores every query against every target of the batch (in-
+batch negatives, cross-entropy over the B x B matrix); each target's cross-attention keys/values are computed once
+per step instead of once per query (``--no-kv-reuse``: the original per-query forwards, same gradients). Every
+validation re-ranks the top-K file (``--top-k-path``, first ``--K-value`` columns). Checkpoints hold 'BLIP_NLVR'.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from functools import partial
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import BertTokenizer
+
+from common.args import setup_runtime
+from common.blip import CirStage1, CirStage2, tokenize
+from common.cir.data import caption_rng, compose_captions, dataset_root, relative_dataset
+from common.dist import DistInfo, cleanup, concat_all_gather
+from common.runtime import autocast, grad_scaler
+from common.training.loop import data_parallel, train_loader, train_one_epoch
+from common.training.lr import cosine_lr_schedule
+from reranking_cir.engine import (add_stage2_eval_args, build_models, build_query_sets, gallery_tokens_for_stage2,
+                                  load_set_topk, preprocess_from_args, rerank, resolve_stage_path, stage2_metrics)
+from reranking_cir.models import STAGE_KEYS, freeze
+from reranking_cir.paths import top_k_pattern
+from reranking_cir.stage1_train import vit_tokens
+from reranking_cir.training import add_training_args, hyperparameters, open_run, save_checkpoints
+from reranking_cir.validate import print_metrics
+
+HYPERPARAMETERS = ("num_epochs", "blip_learning_rate", "blip_max_epoch", "batch_size", "blip_bs",
+                   "validation_frequency", "transform", "target_ratio", "save_training", "save_best",
+                   "grad_accumulation_step", "K_value", "kv_reuse")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_training_args(parser, num_epochs=300)
+    parser.add_argument("--top-k-path", required=True,
+                        help="stage-1 top-K file of the val split for the per-epoch validation, or the alias "
+                             "BLIP_stageI_b512_2e-5_cos10 (CIRR) / BLIP_stageI_b512_2e-5_cos20 (FashionIQ); DTYPE "
+                             "stands for the FashionIQ category")
+    parser.add_argument("--K-value", type=int, required=True, help="candidates re-ranked per query at validation")
+    parser.add_argument("--blip-model-path", required=True,
+                        help="the trained stage-1 run folder or .pt file (key 'BLIP_Retrieval'); relative paths are "
+                             "under --models-root")
+    add_stage2_eval_args(parser)
+    return parser
+
+
+class PairScores(nn.Module):
+    """The trained forward of one step: scores ``[Q, C]`` of every query against every candidate of the batch."""
+
+    def __init__(self, model: CirStage2, kv_reuse: bool):
+        super().__init__()
+        self.model, self.kv_reuse = model, kv_reuse
+
+    def forward(self, z_t: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                candidates: torch.Tensor) -> torch.Tensor:
+        if self.kv_reuse:
+            return self.model.score_grid(z_t, input_ids, attention_mask, candidates)
+        n = candidates.shape[0]
+        return torch.stack([self.model(z_t[i:i + 1].expand(n, -1, -1), input_ids[i:i + 1].expand(n, -1),
+                                       attention_mask[i:i + 1].expand(n, -1), candidates)
+                            for i in range(len(z_t))])
+
+
+def stage2_step(batch: tuple, rng, *, name: str, stage1: CirStage1, stage2: CirStage2, scores_fn: nn.Module,
+                tokenizer: BertTokenizer, dist: DistInfo, amp: bool, chunk: int) -> tuple[torch.Tensor, dict, int]:
+    """(cross-entropy over the batch's candidates, {}, batch size); targets are gathered over processes."""
+    references, targets = batch[0].to(dist.device), batch[1].to(dist.device)
+    captions = compose_captions(name, batch[2], rng)
+    input_ids, mask = tokenize(tokenizer, captions, device=dist.device)
+    with torch.no_grad():
+        reference_embeds = vit_tokens(stage2, references, chunk, False)
+        target_embeds = concat_all_gather(vit_tokens(stage2, targets, chunk, False))
+        with autocast(dist.device, amp):
+            z_t = stage1(reference_embeds, input_ids, mask, return_raw=True)
+    labels = torch.arange(len(captions), device=dist.device) + dist.rank * len(captions)
+    with autocast(dist.device, amp):
+        scores = scores_fn(z_t, input_ids, mask, target_embeds)
+        loss = F.cross_entropy(scores.float(), labels)
+    return loss, {}, len(captions)
+
+
+def validate(models, val_sets, topks, args, device: torch.device) -> dict[str, float]:
+    """Stage-2 metrics of the validation top-K files (every process takes part)."""
+    models.stage1.eval()
+    models.stage2.eval()
+    results = []
+    for query_set, topk in zip(val_sets, topks):
+        candidates = gallery_tokens_for_stage2(models, query_set, args.dataset, "val", args, device)
+        results.append(rerank(models, query_set, topk, args.K_value, args, candidates))
+    return stage2_metrics(results)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    dist = setup_runtime(args)
+    device, name, amp = dist.device, args.dataset, not args.no_amp
+    args.blip_model_path = str(resolve_stage_path(args.blip_model_path, name, args))
+    models = build_models(args, device, args.blip_model_path, stage2=True)
+    stage1, stage2 = freeze(models.stage1), models.stage2
+    if not args.blip_img_tune:
+        freeze(stage2.visual_encoder)
+    val_sets = build_query_sets(args, name, "val", stage1.visual_encoder, device)
+    topks = [load_set_topk(args, query_set, args.top_k_path, name, "val", args.K_value) for query_set in val_sets]
+    if not args.train:
+        metrics = validate(models, val_sets, topks, args, device)
+        if dist.is_main:
+            print_metrics(metrics)
+        cleanup()
+        return
+
+    data = relative_dataset(name, dataset_root(name, args.data_root), "train", preprocess_from_args(args))
+    loader = train_loader(data, args.batch_size, args.num_workers, dist, args.seed)
+    optimizer = torch.optim.AdamW([p for p in stage2.parameters() if p.requires_grad], lr=args.blip_learning_rate,
+                                  weight_decay=0.05)
+    scaler = grad_scaler(device, amp)
+    scores_fn = data_parallel(PairScores(stage2, args.kv_reuse), dist)
+    params = hyperparameters(args, HYPERPARAMETERS, world_size=dist.world_size, blip_model_path=args.blip_model_path,
+                             top_k_path=top_k_pattern(args.top_k_path, name, models_root=args.models_root))
+    run = open_run(args, dist, "stageII", {"model": stage2, "optimizer": optimizer, "scaler": scaler}, params)
+    step = partial(stage2_step, name=name, stage1=stage1, stage2=stage2, scores_fn=scores_fn,
+                   tokenizer=models.tokenizer, dist=dist, amp=amp, chunk=args.blip_bs)
+    for epoch in range(run.start_epoch, args.num_epochs):
+        cosine_lr_schedule(optimizer, epoch, args.blip_max_epoch, args.blip_learning_rate, 0.0)
+        stage1.train()  # z_t with dropout, as the original
+        stage2.train()  # drop-path in the frozen ViT, as the original
+        loss = train_one_epoch(loader, partial(step, rng=caption_rng(args.seed, dist.rank, epoch)), optimizer, scaler,
+                               epoch, device, run.log.tracker, "stage II", accumulation=args.grad_accumulation_step)
+        run.log.train(epoch, loss)
+        if epoch % args.validation_frequency == 0:
+            metrics = validate(models, val_sets, topks, args, device)
+            if dist.is_main:
+                run.log.validation(epoch, metrics)
+                save_checkpoints(run, args, epoch, metrics, stage2, optimizer, STAGE_KEYS[2])
+        run.end_epoch(epoch)
+    run.log.plot()
+    cleanup()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,91 @@
+"""Re-rank a stage-1 top-K file with a stage-2 model and report the metrics (``src/validate_stage2.py``).
+
+    python reranking_cir/validate_stage2.py --dataset CIRR --stage1-path <stage-1 run> --stage2-path <stage-2 run> \\
+        --top-k-path <cirr_top_200_val.pt or BLIP_stageI_b512_2e-5_cos10> --k 50
+
+Only the first K candidates of each query change order; recalls are measured on the re-ordered list (so CIRR R@50
+equals stage 1's with K = 50). ``--save-labels PATH`` writes the re-ordered label tensor (bool [N, K], the input of
+plot_ranking_delta.py; FashionIQ: ``DTYPE`` in PATH becomes each category). Candidate keys/values are computed once
+per image (``--kv-reuse``, default) unless ``--no-kv-reuse`` asks for the original per-query forwards.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from common.args import setup_runtime
+from common.cir.evaluation import metrics_json_path
+from common.dist import cleanup
+from common.io import atomic_torch_save, atomic_write_json
+from reranking_cir.engine import (DATASETS, add_image_args, add_port_args, add_stage2_eval_args, build_models,
+                                  build_query_sets, dataset_name, gallery_tokens_for_stage2, load_set_topk,
+                                  resolve_stage_path, rerank, stage2_metrics)
+from reranking_cir.paths import DTYPE
+from reranking_cir.validate import print_metrics
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", type=dataset_name, required=True, help="should be either 'CIRR' or 'fashionIQ'")
+    parser.add_argument("--stage1-path", required=True,
+                        help="stage-1 run folder or .pt file (key 'BLIP_Retrieval'); relative paths are under "
+                             "--models-root")
+    parser.add_argument("--stage2-path", required=True,
+                        help="stage-2 run folder or .pt file (key 'BLIP_NLVR'); relative paths are under --models-root")
+    add_image_args(parser)
+    parser.add_argument("--top-k-path", required=True,
+                        help="stage-1 top-K file of the val split, or the alias BLIP_stageI_b512_2e-5_cos10 (CIRR) / "
+                             "BLIP_stageI_b512_2e-5_cos20 (FashionIQ); DTYPE stands for the FashionIQ category")
+    parser.add_argument("--k", type=int, default=50, help="candidates re-ranked per query, K (default 50)")
+    add_stage2_eval_args(parser)
+    add_port_args(parser)
+    parser.add_argument("--save-labels", default=None, metavar="PATH",
+                        help="write the re-ordered top-K labels (bool [N, K]) to PATH (FashionIQ: DTYPE in PATH is "
+                             "replaced by the category, else _<category> is added before the suffix)")
+    parser.add_argument("--metrics-json", default=None,
+                        help="where to write the metrics (default: next to the stage-2 checkpoint, "
+                             "<checkpoint>_stage2_<fiq|cirr>_k<K>.json)")
+    return parser
+
+
+def labels_path(path: str, dress_type: str | None) -> Path:
+    """``--save-labels`` for one FashionIQ category (or CIRR)."""
+    if dress_type is None:
+        return Path(path)
+    if DTYPE in path:
+        return Path(path.replace(DTYPE, dress_type))
+    file = Path(path)
+    return file.with_name(f"{file.stem}_{dress_type}{file.suffix}")
+
+
+def main(argv: list[str] | None = None) -> dict[str, float] | None:
+    args = build_parser().parse_args(argv)
+    dist = setup_runtime(args)
+    models = build_models(args, dist.device, resolve_stage_path(args.stage1_path, args.dataset, args), stage2=True,
+                          stage2_path=resolve_stage_path(args.stage2_path, args.dataset, args))
+    query_sets = build_query_sets(args, args.dataset, "val", models.stage1.visual_encoder, dist.device)
+    results = []
+    for query_set in query_sets:
+        topk = load_set_topk(args, query_set, args.top_k_path, args.dataset, "val", args.k)
+        candidates = gallery_tokens_for_stage2(models, query_set, args.dataset, "val", args, dist.device)
+        results.append(rerank(models, query_set, topk, args.k, args, candidates))
+    metrics = None
+    if dist.is_main:
+        metrics = stage2_metrics(results)
+        print_metrics(metrics)
+        path = metrics_json_path(args.metrics_json, (resolve_stage_path(args.stage2_path, args.dataset, args),),
+                                 f"stage2_{DATASETS[args.dataset]}_k{args.k}")
+        atomic_write_json(metrics, path, indent=2)
+        print(f"metrics written to {path}")
+        if args.save_labels:
+            for result in results:
+                dress_type = None if args.dataset == "cirr" else result.query_set.name
+                file = atomic_torch_save(result.labels.clone(), labels_path(args.save_labels, dress_type))
+                print(f"re-ordered labels {tuple(result.labels.shape)} written to {file}")
+    cleanup()
+    return metrics
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
