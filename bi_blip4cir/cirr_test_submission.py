@@ -18,7 +18,7 @@ from common.args import setup_runtime
 from common.cir.data import dataset_root
 from common.cir.evaluation import query_scores
 from common.cir.frozen import encode_texts
-from common.cirr_submission import validate_cirr_submission, write_cirr_submission
+from common.cirr_submission import write_checked_submission
 from common.dist import cleanup
 from common.metrics.cir import cirr_rankings
 from common.training.run import check_writable_root
@@ -47,12 +47,9 @@ def main(argv: list[str] | None = None) -> tuple[Path, Path] | None:
         scores = query_scores(query_set, encode_texts(text_encoder, query_set.captions), combine).cpu()
         recall, recall_subset = cirr_rankings(scores, query_set.reference_idx, query_set.members_idx,
                                               query_set.gallery_names)
-        files = write_cirr_submission(Path(args.output_root) / "submission" / "CIRR", args.submission_name,
-                                      dict(zip(query_set.pairids, recall)), dict(zip(query_set.pairids, recall_subset)))
-        length = min(50, len(query_set.gallery_names) - 1)
-        for path, list_length in zip(files, (length, 3)):
-            result = validate_cirr_submission(path, query_set.pairids, list_length=list_length)
-            print(f"{path}: {result['num_queries']} queries, metric {result['metric']}")
+        files = write_checked_submission(Path(args.output_root) / "submission" / "CIRR", args.submission_name,
+                                         query_set.pairids, recall, recall_subset,
+                                         min(50, len(query_set.gallery_names) - 1))
     cleanup()
     return files
 

@@ -117,6 +117,17 @@ def validate_cirr_submission(path: PathLike, expected_pairids: Iterable[Any] | N
     return {"metric": metric, "num_queries": len(pairids)}
 
 
+def write_checked_submission(out_dir: PathLike, name: str, pairids: Sequence[Any], recall: Sequence[Sequence[str]],
+                             recall_subset: Sequence[Sequence[str]], list_length: int) -> tuple[Path, Path]:
+    """``write_cirr_submission`` of the per-query lists (``recall[i]`` and ``recall_subset[i]`` rank for
+    ``pairids[i]``), then ``validate_cirr_submission`` of both files (recall lists of ``list_length`` names, subsets
+    of 3), printing what each holds."""
+    files = write_cirr_submission(out_dir, name, dict(zip(pairids, recall)), dict(zip(pairids, recall_subset)))
+    for path, length in zip(files, (list_length, LIST_LENGTH["recall_subset"])):
+        result = validate_cirr_submission(path, pairids, list_length=length)
+        print(f"{path}: {result['num_queries']} queries, metric {result['metric']}")
+    return files
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Validate CIRR test submission files before uploading them.")
     parser.add_argument("files", nargs="+", type=Path,

@@ -40,20 +40,26 @@ def train_loader(dataset: Dataset, batch_size: int, num_workers: int, dist: Dist
 
 def train_one_epoch(loader: DataLoader, step: StepFn, optimizer: torch.optim.Optimizer,
                     scaler: torch.amp.GradScaler, epoch: int, device: torch.device, tracker: ExperimentTracker,
-                    desc: str) -> float:
+                    desc: str, accumulation: int = 1) -> float:
     """One pass over ``loader`` (progress bar on process 0); logs ``step_loss`` and ``step_loss_<part>`` per step.
 
-    Returns the epoch loss Σ loss·B / Σ B over all processes (CLIP4Cir's ``train_epoch_loss``).
+    With ``accumulation`` N > 1 the optimizer steps every N batches (and after the last one) on the summed
+    gradients of the batch losses divided by N. Returns the epoch loss Σ loss·B / Σ B over all processes
+    (CLIP4Cir's ``train_epoch_loss``).
     """
     if isinstance(loader.sampler, DistributedSampler):
         loader.sampler.set_epoch(epoch)
+    if accumulation < 1:
+        raise ValueError(f"gradient accumulation must be at least 1 batch, got {accumulation}")
     totals = torch.zeros(2, dtype=torch.float64, device=device)
+    optimizer.zero_grad(set_to_none=True)
     for index, batch in enumerate(progress(loader, desc=f"[{epoch}] {desc}")):
         loss, parts, batch_size = step(batch)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
+        scaler.scale(loss / accumulation if accumulation > 1 else loss).backward()
+        if (index + 1) % accumulation == 0 or index + 1 == len(loader):
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad(set_to_none=True)
         value = loss.item()
         totals += torch.tensor([value * batch_size, batch_size], dtype=torch.float64, device=device)
         tracker.log_metrics({"step_loss": value, **{f"step_loss_{name}": part.item() for name, part in parts.items()}},
