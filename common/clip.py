@@ -1,6 +1,6 @@
 """OpenAI CLIP through the ``clip`` module of ``clip-anytorch``: offline loading, tiny presets, a retrieval wrapper.
 
-Models are built by ``clip.model.build_model``, which infers every size from the state dict (common-backbone §4.2).
+Models are built by ``clip.model.build_model``, which infers every size from the state dict.
 Official names resolve to local files checked against the published SHA-256 and are downloaded only when allowed.
 """
 from __future__ import annotations
@@ -50,7 +50,7 @@ TINY_CLIP: dict[str, dict[str, Any]] = {
     "rn": {"embed_dim": 16, "image_resolution": 64, "vision_layers": (1, 1, 1, 1), "vision_width": 8,
            "vision_patch_size": None, **_TINY_TEXT},
 }
-"""Tiny presets (common-backbone §6.1) for ``clip.model.CLIP``; vocab 49408 so the real BPE tokenizer works."""
+"""Tiny presets for ``clip.model.CLIP``; vocab 49408 so the real BPE tokenizer works."""
 
 
 def clip_url(name: str) -> str:

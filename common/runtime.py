@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from common.dist import is_main_process
+from common.dist import is_dist, is_main_process
 
 T = TypeVar("T")
 
@@ -78,13 +78,24 @@ def format_number(value: float, digits: int = 4) -> str:
     return f"{value:.{digits}g}"
 
 
+class MainProcessFilter(logging.Filter):
+    """Lets INFO and below through on rank 0 only, warnings and errors everywhere. The rank is read when a record
+    is emitted (the process group, else torchrun's ``RANK``), so loggers made at import time follow it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.WARNING:
+            return True
+        return is_main_process() if is_dist() else os.environ.get("RANK", "0") == "0"
+
+
 def get_logger(name: str) -> logging.Logger:
     """A logger that prints on rank 0 only (warnings and errors on every rank)."""
     logger = logging.getLogger(name)
     if not logger.handlers:
         handler = logging.StreamHandler(sys.stdout)
         handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s", "%H:%M:%S"))
+        handler.addFilter(MainProcessFilter())
         logger.addHandler(handler)
         logger.propagate = False
-    logger.setLevel(logging.INFO if is_main_process() else logging.WARNING)
+    logger.setLevel(logging.INFO)
     return logger

@@ -1,4 +1,4 @@
-"""Bi-BLIP4CIR training steps on two gloo processes (forked with torchrun's environment) give the loss and the
+"""Bi-BLIP4CIR training steps on two gloo processes (spawned with torchrun's environment) give the loss and the
 gradients of one process on the same global batch (stage I: the text encoder; stage II: the Combiner), so each
 process scores its rows against its own positives among the gathered targets. The scripts under torchrun are in
 tests/test_bi_blip4cir_scripts.py."""
@@ -29,11 +29,12 @@ def load_worker():
     return module
 
 
-def process(rank: int, worker, port: int, vocab_dir: Path, out: Path) -> None:
-    """One of the two processes, in the environment torchrun gives (forked: no second import of torch)."""
+def process(rank: int, port: int, vocab_dir: Path, out: Path) -> None:
+    """One of the two processes, in the environment torchrun gives. They are spawned, not forked: a child forked
+    from a parent whose OpenMP pool has run (the single-process reference) can hang in its first parallel op."""
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port))
-    worker.main(str(vocab_dir), str(out))
+    load_worker().main(str(vocab_dir), str(out))
 
 
 @pytest.mark.slow
@@ -41,8 +42,8 @@ def test_two_processes_give_the_loss_and_gradients_of_one(tmp_path):
     worker = load_worker()
     single = worker.run_steps(tmp_path / "vocab_single", DistInfo(0, 1, 0, torch.device("cpu")))
 
-    mp.start_processes(process, (worker, free_port(), tmp_path / "vocab", tmp_path / "two.pt"), nprocs=2,
-                       start_method="fork")
+    mp.start_processes(process, (free_port(), tmp_path / "vocab", tmp_path / "two.pt"), nprocs=2,
+                       start_method="spawn")
     double = torch.load(tmp_path / "two.pt", weights_only=True)
     assert double["world_size"] == 2 and len(double["per_rank"]) == 2
 

@@ -1,4 +1,4 @@
-"""Direction-marker insertion (spec §1.3) and how the BERT tokenizer splits the markers."""
+"""Direction-marker insertion and how the BERT tokenizer splits the markers."""
 import pickle
 
 import pytest

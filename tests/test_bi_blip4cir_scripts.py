@@ -360,8 +360,10 @@ def test_stage1_fashioniq_resume_continues_the_caption_draws(tiny, fiq_stage1):
               "--save-best"]
     train(clip_fine_tune, tiny, "FashionIQ", *recipe, "--num-epochs", "1", "--run-name", "fiq_cut")
     train(clip_fine_tune, tiny, "FashionIQ", *recipe, "--num-epochs", "2", "--resume", str(models / "fiq_cut"))
-    assert_same_run(models / "fiq_cut", fiq_stage1, "tuned_blip_last.pt", TEXT_ENCODER_KEY)
-    assert_same_run(models / "fiq_cut", fiq_stage1, "tuned_blip_best.pt", TEXT_ENCODER_KEY)
+    # the fixture ran in a fresh process and this run in the test's: the key bias, whose true gradient is 0, then
+    # follows different float noise (AdamW scales it to full steps), so it is left out as in the torchrun test
+    for checkpoint in ("tuned_blip_last.pt", "tuned_blip_best.pt"):
+        assert_same_run(models / "fiq_cut", fiq_stage1, checkpoint, TEXT_ENCODER_KEY, ignore="attention.self.key.bias")
 
 
 @pytest.mark.slow

@@ -156,7 +156,7 @@ SCORES_T2I = np.array([[.9, .5], [.1, .6], [.8, .4], [.2, .3]])
 
 
 def test_itm_eval_hand_example():
-    """tcr spec §6: img0 finds t0 first (AP (1/1 + 2/4)/2); img1's texts sit at positions 2 and 3 (AP (1/3 + 2/4)/2);
+    """TCR's mAP: img0 finds t0 first (AP (1/1 + 2/4)/2); img1's texts sit at positions 2 and 3 (AP (1/3 + 2/4)/2);
     texts t1 and t2 rank their image second."""
     expected = {"txt_r1": 50.0, "txt_r5": 100.0, "txt_r10": 100.0, "txt_r_mean": 83.33, "txt_map": 58.33,
                 "img_r1": 50.0, "img_r5": 100.0, "img_r10": 100.0, "img_r_mean": 83.33, "img_map": 75.0,

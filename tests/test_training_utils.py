@@ -1,5 +1,6 @@
 """Checkpoints in the released layout, resume, CSV logs, schedules, plots and the feature cache."""
 import csv
+import logging
 
 import pytest
 import torch
@@ -132,3 +133,16 @@ def test_feature_cache_skips_the_encoder(tmp_path):
                                           cache_dir=tmp_path, cache_key=key)
     assert calls == [2, 2, 1] and again_names == names and torch.equal(again, feats)
     assert feats[:, 0].tolist() == [0.0, 2.0, 4.0, 6.0, 8.0]
+
+
+def test_logger_filter_keeps_info_to_rank_zero_at_emit_time(monkeypatch):
+    from common.runtime import MainProcessFilter
+
+    def record(level):
+        return logging.LogRecord("x", level, __file__, 1, "message", None, None)
+
+    keep = MainProcessFilter()
+    monkeypatch.setenv("RANK", "1")
+    assert not keep.filter(record(logging.INFO)) and keep.filter(record(logging.WARNING))
+    monkeypatch.setenv("RANK", "0")
+    assert keep.filter(record(logging.INFO))

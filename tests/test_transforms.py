@@ -1,4 +1,4 @@
-"""common.transforms: pads, pipelines, normalisation constants (common-backbone spec §5)."""
+"""common.transforms: pads, pipelines, normalisation constants."""
 import pytest
 import torch
 from PIL import Image

@@ -1,4 +1,4 @@
-"""Shoes (ARTEMIS layout): the ``prepare_shoes_data.py`` conversion and the dataset MLCL reads (mlcl spec §3.2).
+"""Shoes (ARTEMIS layout): the ``prepare_shoes_data.py`` conversion and the dataset MLCL reads.
 
 Prepared layout: ``<root>/shoes/annotations/{split,triplet}.<train|val>.json`` and images at
 ``<root>/shoes/images/<relpath>``, where relpath is relative to the image folder (``womens/<category>/<0|1>/*.jpg``).
