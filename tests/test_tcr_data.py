@@ -26,7 +26,7 @@ def _config(dataset, image_root, ann_root="", backbone="blip"):
 @pytest.fixture(scope="module")
 def coco_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("tcr_data")
-    write_karpathy(root, "coco", n_images=5, seed=1)  # image 3 has 6 captions
+    write_karpathy(root, "coco", n_images=5, seed=1)  # the writer gives image 3 (index % 7 == 3) a sixth caption
     return root
 
 
