@@ -28,7 +28,7 @@ from common.blip.checkpoint import BLIP_SHA1
 from common.cir import data as cir_data
 from common.cir import evaluation as cir_evaluation
 from common.cir.combiner import Combiner
-from common.cir.data import FIQ_DRESS_TYPES, TripletRows, classic_dataset, triplet_fields
+from common.cir.data import FIQ_DRESS_TYPES, TripletRows, classic_dataset, dataset_choice, triplet_fields
 from common.cir.evaluation import Combine, QuerySet
 from common.cir.frozen import FrozenImages
 from common.data.images import open_image
@@ -51,12 +51,8 @@ EXTRACT_BATCH_SIZE = 32
 # ------------------------------------------------------------------------------------------------------------ flags
 
 
-def dataset_name(value: str) -> str:
-    """``--dataset``: FashionIQ or CIRR, case-insensitive -> ``'fashioniq'`` / ``'cirr'``."""
-    name = value.lower()
-    if name not in SHORT_NAMES:
-        raise argparse.ArgumentTypeError(f"dataset should be either 'CIRR' or 'FashionIQ', got {value!r}")
-    return name
+dataset_name = dataset_choice("cirr", "fashioniq")
+"""``--dataset``: CIRR or FashionIQ, case-insensitive -> ``'cirr'`` / ``'fashioniq'``."""
 
 
 def add_blip_path_args(parser: argparse.ArgumentParser) -> None:

@@ -22,8 +22,8 @@ import torch
 from torch.utils.data import Dataset
 
 from common.args import add_runtime_args
-from common.cir.data import (FIQ_DRESS_TYPES, TripletRows, classic_dataset, dataset_root, relative_dataset,
-                             triplet_fields)
+from common.cir.data import (FIQ_DRESS_TYPES, TripletRows, classic_dataset, dataset_choice, dataset_root,
+                             relative_dataset, triplet_fields)
 from common.cir.evaluation import Combine, QuerySet, build_query_sets
 from common.cir.selection import best_checkpoint_names
 from common.clip import CLIP, CONTEXT_LENGTH, convert_weights, load_clip, tokenize
@@ -60,12 +60,8 @@ ImageFn = Callable[[torch.Tensor], torch.Tensor]
 # ------------------------------------------------------------------------------------------------------------ flags
 
 
-def dataset_name(value: str) -> str:
-    """``--dataset``: FashionIQ, Shoes or CIRR, case-insensitive."""
-    name = value.lower()
-    if name not in DATASETS:
-        raise argparse.ArgumentTypeError(f"dataset should be 'FashionIQ', 'Shoes' or 'CIRR', got {value!r}")
-    return name
+dataset_name = dataset_choice("fashioniq", "shoes", "cirr")
+"""``--dataset``: FashionIQ, Shoes or CIRR, case-insensitive."""
 
 
 def add_clip_args(parser: argparse.ArgumentParser) -> None:

@@ -19,7 +19,8 @@ from transformers import BertTokenizer
 from common.args import add_blip_args, add_runtime_args, vit_config_from_arg
 from common.blip import BLIP_URLS, CirStage1, CirStage2, MedConfig, build_blip_tokenizer
 from common.blip.checkpoint import BLIP_SHA1
-from common.cir.data import FIQ_DRESS_TYPES, classic_dataset, dataset_root, relative_dataset, triplet_fields
+from common.cir.data import (FIQ_DRESS_TYPES, classic_dataset, dataset_choice, dataset_root, relative_dataset,
+                             triplet_fields)
 from common.cir.evaluation import QuerySet, query_set_from_items, set_metrics
 from common.dist import concat_all_gather, get_world_size, shard_range
 from common.features import extract_features
@@ -43,12 +44,8 @@ WIDE_KS = (50, 100, 150, 200, 300, 400, 500)
 # ------------------------------------------------------------------------------------------------------------ flags
 
 
-def dataset_name(value: str) -> str:
-    """``--dataset``: CIRR or FashionIQ, case-insensitive -> ``'cirr'`` / ``'fashioniq'``."""
-    name = value.lower()
-    if name not in DATASETS:
-        raise argparse.ArgumentTypeError(f"dataset should be either 'CIRR' or 'FashionIQ', got {value!r}")
-    return name
+dataset_name = dataset_choice("cirr", "fashioniq")
+"""``--dataset``: CIRR or FashionIQ, case-insensitive -> ``'cirr'`` / ``'fashioniq'``."""
 
 
 def add_image_args(parser: argparse.ArgumentParser) -> None:

@@ -1,6 +1,5 @@
 """Bi-BLIP4CIR hardening: --skip-bad-images, a train table of the used images only, validate.py's metrics next to
 the checkpoint, the resume guard and the cheap checks before any image is encoded, shape hints, capped workers."""
-import dataclasses
 import json
 import re
 
@@ -10,13 +9,12 @@ import torch
 import bi_blip4cir.engine as engine
 import common.runtime as runtime
 from bi_blip4cir import clip_fine_tune, validate
-from common.blip.config import MedConfig, ViTConfig
-from common.blip.tiny import write_tiny_blip_checkpoint, write_tiny_vocab
-from common.blip.tokenizer import build_blip_tokenizer
+from common.blip.config import ViTConfig
+from common.blip.tiny import write_tiny_blip_files
 from common.cir.combiner import Combiner
 from common.cir.data import TripletRows, classic_dataset
 from common.data.images import ImageReadError
-from common.io import CheckpointError, atomic_write_json
+from common.io import CheckpointError
 from common.synthetic.scenes import vocabulary
 from common.synthetic.writers import write_cirr
 from common.training.checkpoint import save_model
@@ -31,16 +29,8 @@ def tiny(tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("bi_blip4cir_hardening")
     data, weights = root / "data", root / "weights"
     write_cirr(data, {"train": 4, "val": 2, "test1": 9}, 3, seed=0)
-    write_tiny_vocab(weights / "tokenizer", extra_words=vocabulary())
-    tokenizer = build_blip_tokenizer(weights / "tokenizer")
-    med = MedConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                    intermediate_size=64, max_position_embeddings=128, encoder_width=VIT.width)
-    atomic_write_json(dataclasses.asdict(med), weights / "med_config.json")
-    atomic_write_json(dataclasses.asdict(VIT), weights / "vit_config.json")
-    write_tiny_blip_checkpoint(weights / "model_base.pth", image_size=32, vit=VIT, med=med, layout="pretrain")
-    args = ["--data-root", str(data), "--blip-pretrained-path", str(weights / "model_base.pth"),
-            "--med-config-path", str(weights / "med_config.json"), "--vit-config", str(weights / "vit_config.json"),
-            "--tokenizer", str(weights / "tokenizer"), "--input-dim", "32", "--num-workers", "0", "--device", "cpu"]
+    blip = write_tiny_blip_files(weights, VIT, num_layers=1, extra_words=vocabulary())
+    args = ["--data-root", str(data), *blip.flags(), "--num-workers", "0", "--device", "cpu"]
     return {"root": root, "data": data, "args": args}
 
 

@@ -25,8 +25,8 @@ from common.cir.combiner import Combiner
 from common.cir.data import classic_dataset, dataset_root
 from common.data.images import open_image
 from common.blip import BlipImageEncoder, BlipTextEncoder, build_blip_tokenizer
-from common.blip.config import MedConfig, ViTConfig
-from common.blip.tiny import write_tiny_blip_checkpoint, write_tiny_vocab
+from common.blip.config import ViTConfig
+from common.blip.tiny import write_tiny_blip_checkpoint, write_tiny_blip_files
 from common.cirr_submission import validate_cirr_submission
 from common import runtime
 from common.io import CheckpointError, atomic_write_json
@@ -57,17 +57,10 @@ def tiny(tmp_path_factory) -> dict:
     data, weights = root / "data", root / "weights"
     write_fashioniq(data, {"train": 12, "val": 8, "test": 4}, {"train": 8, "val": 6, "test": 2}, seed=0)
     write_cirr(data, {"train": 4, "val": 2, "test1": 9}, 3, seed=0)
-    write_tiny_vocab(weights / "tokenizer", extra_words=vocabulary())
-    tokenizer = build_blip_tokenizer(weights / "tokenizer")
-    med = MedConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                    intermediate_size=64, max_position_embeddings=128, encoder_width=VIT.width)
-    atomic_write_json(dataclasses.asdict(med), weights / "med_config.json")
-    atomic_write_json(dataclasses.asdict(VIT), weights / "vit_config.json")
-    write_tiny_blip_checkpoint(weights / "model_base.pth", image_size=32, vit=VIT, med=med, layout="pretrain")
-    args = ["--data-root", str(data), "--blip-pretrained-path", str(weights / "model_base.pth"),
-            "--med-config-path", str(weights / "med_config.json"), "--vit-config", str(weights / "vit_config.json"),
-            "--tokenizer", str(weights / "tokenizer"), "--input-dim", "32", "--num-workers", "0", "--device", "cpu"]
-    return {"root": root, "out": root / "out", "med": med, "tokenizer": tokenizer, "args": args}
+    blip = write_tiny_blip_files(weights, VIT, extra_words=vocabulary())
+    args = ["--data-root", str(data), *blip.flags(), "--num-workers", "0", "--device", "cpu"]
+    return {"root": root, "out": root / "out", "med": blip.med, "tokenizer": build_blip_tokenizer(blip.tokenizer),
+            "args": args}
 
 
 def run(script: str, *argv: str, torchrun: int = 0) -> str:

@@ -2,7 +2,6 @@
 torchrun equality, training steps and bad input. Scripts run in-process through their ``main(argv)`` (the code a
 user's command runs), torchrun and one plain command as subprocesses."""
 import csv
-import dataclasses
 import json
 import os
 import shutil
@@ -14,11 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-from common.blip import build_blip_tokenizer
-from common.blip.config import MedConfig, ViTConfig
-from common.blip.tiny import write_tiny_blip_checkpoint, write_tiny_vocab
+from common.blip.config import ViTConfig
+from common.blip.tiny import write_tiny_blip_files
 from common.dist import init_distributed
-from common.io import atomic_write_json
 from common.synthetic.scenes import vocabulary
 from common.synthetic.writers import write_cirr, write_fashioniq
 from reranking_cir import (cirr_test_submission, cirr_test_submission_stage2, plot_ranking_delta, stage1_train,
@@ -41,16 +38,8 @@ def tiny(tmp_path_factory) -> dict:
     data, weights = root / "data", root / "weights"
     write_fashioniq(data, {"train": 10, "val": 8, "test": 4}, {"train": 8, "val": 6, "test": 2}, seed=0)
     write_cirr(data, {"train": 3, "val": 2, "test1": 9}, 3, seed=0)
-    write_tiny_vocab(weights / "tokenizer", extra_words=vocabulary())
-    tokenizer = build_blip_tokenizer(weights / "tokenizer")
-    med = MedConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                    intermediate_size=64, max_position_embeddings=128, encoder_width=VIT.width)
-    atomic_write_json(dataclasses.asdict(med), weights / "med_config.json")
-    atomic_write_json(dataclasses.asdict(VIT), weights / "vit_config.json")
-    write_tiny_blip_checkpoint(weights / "model_base.pth", image_size=32, vit=VIT, med=med, layout="pretrain")
-    args = ["--data-root", str(data), "--blip-pretrained-path", str(weights / "model_base.pth"),
-            "--med-config-path", str(weights / "med_config.json"), "--vit-config", str(weights / "vit_config.json"),
-            "--tokenizer", str(weights / "tokenizer"), "--input-dim", "32", "--num-workers", "0", "--device", "cpu"]
+    blip = write_tiny_blip_files(weights, VIT, extra_words=vocabulary())
+    args = ["--data-root", str(data), *blip.flags(), "--num-workers", "0", "--device", "cpu"]
     return {"root": root, "data": data, "out": root / "out", "args": args}
 
 

@@ -1,15 +1,17 @@
 """Tiny random-weight BLIP configs, vocabularies and checkpoint files for tests and the offline demo."""
 from __future__ import annotations
 
+import dataclasses
 import string
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from common.blip.config import MedConfig, ViTConfig
 from common.blip.models import BlipRetrieval
-from common.io import PathLike, atomic_torch_save, atomic_write_text
+from common.io import PathLike, atomic_torch_save, atomic_write_json, atomic_write_text
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 PUNCTUATION = ("[", "]", ".", ",", "-", "!", "?")
@@ -101,3 +103,38 @@ def write_tiny_blip_checkpoint(
         state_dict["queue_ptr"] = torch.zeros(1, dtype=torch.long)
     atomic_torch_save({"model": state_dict}, path)
     return Path(path)
+
+
+@dataclass(frozen=True)
+class TinyBlipFiles:
+    """A tiny BLIP written as a user's files: ``model_base.pth``, ``med_config.json``, ``vit_config.json`` and
+    ``tokenizer/vocab.txt``, with the MED config and tokenizer size it was built from."""
+
+    checkpoint: Path
+    med_config: Path
+    vit_config: Path
+    tokenizer: Path
+    image_size: int
+    med: MedConfig
+
+    def flags(self) -> list[str]:
+        """The flags that point a BLIP CIR script (Bi-BLIP4CIR, Re-ranking) at these files."""
+        return ["--blip-pretrained-path", str(self.checkpoint), "--med-config-path", str(self.med_config),
+                "--vit-config", str(self.vit_config), "--tokenizer", str(self.tokenizer),
+                "--input-dim", str(self.image_size)]
+
+
+def write_tiny_blip_files(folder: PathLike, vit: ViTConfig, image_size: int = 32, *, num_layers: int = 2,
+                          extra_words: Iterable[str] = (), max_positions: int = 128, seed: int = 0) -> TinyBlipFiles:
+    """Write a tiny random BLIP in the pre-training layout (``model_base.pth``) with its config files and a
+    vocabulary of ``TINY_WORDS`` plus ``extra_words`` under ``folder``."""
+    folder = Path(folder)
+    vocab = write_tiny_vocab(folder / "tokenizer", extra_words=extra_words)
+    vocab_size = len(vocab.read_text().splitlines()) + 2
+    med = tiny_med_config(vocab_size, vit.width, num_layers=num_layers, max_positions=max_positions)
+    atomic_write_json(dataclasses.asdict(med), folder / "med_config.json")
+    atomic_write_json(dataclasses.asdict(vit), folder / "vit_config.json")
+    checkpoint = write_tiny_blip_checkpoint(folder / "model_base.pth", image_size=image_size, vit=vit, med=med,
+                                            layout="pretrain", seed=seed)
+    return TinyBlipFiles(checkpoint, folder / "med_config.json", folder / "vit_config.json", folder / "tokenizer",
+                         image_size, med)

@@ -2,6 +2,7 @@
 (triplet) datasets, the train captions a query can draw, and train triplets as rows of an image-feature table."""
 from __future__ import annotations
 
+import argparse
 import os
 import random
 from pathlib import Path
@@ -19,8 +20,25 @@ ImageTransform = Callable[[Any], Any]
 FIQ_DRESS_TYPES = ["dress", "toptee", "shirt"]
 """The FashionIQ categories in CLIP4Cir's order: training sets and the per-category validation follow it."""
 
-__all__ = ["FIQ_DRESS_TYPES", "TripletRows", "caption_rng", "classic_dataset", "compose_captions", "dataset_root",
-           "possible_train_captions", "relative_dataset", "triplet_fields"]
+__all__ = ["DISPLAY_NAMES", "FIQ_DRESS_TYPES", "TripletRows", "caption_rng", "classic_dataset", "compose_captions",
+           "dataset_choice", "dataset_root", "possible_train_captions", "relative_dataset", "triplet_fields"]
+
+DISPLAY_NAMES = {"fashioniq": "FashionIQ", "cirr": "CIRR", "shoes": "Shoes"}
+
+
+def dataset_choice(*names: str) -> Callable[[str], str]:
+    """An argparse ``type`` for ``--dataset``: one of ``names`` ('fashioniq', 'cirr', 'shoes'), case-insensitive,
+    returned lower-cased."""
+
+    def parse(value: str) -> str:
+        if value.lower() not in names:
+            shown = [repr(DISPLAY_NAMES[name]) for name in names]
+            choices = f"{', '.join(shown[:-1])} or {shown[-1]}" if len(shown) > 1 else shown[0]
+            raise argparse.ArgumentTypeError(f"dataset should be {choices} (case-insensitive), got {value!r}")
+        return value.lower()
+
+    parse.__name__ = "dataset"
+    return parse
 
 
 def dataset_root(name: str, data_root: PathLike | None) -> Path:
