@@ -23,8 +23,9 @@ from torch.utils.data import Dataset
 from bi_blip4cir.losses import sum_fusion
 from bi_blip4cir.prompts import PROMPT_MODES, marker_hook
 from common.args import add_blip_args, add_runtime_args, vit_config_from_arg
-from common.blip import BlipImageEncoder, BlipTextEncoder, MedConfig, build_blip_tokenizer, load_blip_checkpoint
+from common.blip import BlipImageEncoder, BlipTextEncoder, build_blip_tokenizer, load_blip_checkpoint
 from common.blip.checkpoint import BLIP_SHA1
+from common.blip.config import med_config_from_arg
 from common.cir import data as cir_data
 from common.cir import evaluation as cir_evaluation
 from common.cir.combiner import Combiner
@@ -171,15 +172,6 @@ def add_evaluation_args(parser: argparse.ArgumentParser) -> None:
 # ----------------------------------------------------------------------------------------------------------- models
 
 
-def load_med_config(path: PathLike) -> MedConfig:
-    """``--med-config-path``; the upstream default path falls back to BLIP's config shipped with ``common.blip``."""
-    if Path(path).is_file():
-        return MedConfig.from_json(path)
-    if str(path) == DEFAULT_MED_CONFIG:
-        return MedConfig.base()
-    raise FileNotFoundError(f"{path}: --med-config-path not found (a BLIP med_config.json)")
-
-
 def build_blip_encoders(args: argparse.Namespace, device: torch.device) -> tuple[BlipImageEncoder, BlipTextEncoder]:
     """The frozen image encoder (eval, no grad) and the text encoder, both loaded from ``--blip-pretrained-path``.
 
@@ -195,7 +187,7 @@ def build_blip_encoders(args: argparse.Namespace, device: torch.device) -> tuple
         raise CheckpointError(f"{path}: no 'vision_proj.weight'; expected a BLIP checkpoint {{'model': state_dict}}")
     embed_dim = state["vision_proj.weight"].shape[0]
     vit = vit_config_from_arg(args.vit_config)
-    med = load_med_config(args.med_config_path)
+    med = med_config_from_arg(args.med_config_path, DEFAULT_MED_CONFIG)
     tokenizer = build_blip_tokenizer(args.tokenizer, allow_download=args.allow_download)
     if len(tokenizer) > med.vocab_size:
         raise ValueError(f"the tokenizer has {len(tokenizer)} tokens but {args.med_config_path} sets vocab_size "

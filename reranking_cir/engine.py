@@ -17,8 +17,9 @@ from torch import nn
 from transformers import BertTokenizer
 
 from common.args import add_blip_args, add_runtime_args, vit_config_from_arg
-from common.blip import BLIP_URLS, CirStage1, CirStage2, MedConfig, build_blip_tokenizer
+from common.blip import BLIP_URLS, CirStage1, CirStage2, build_blip_tokenizer
 from common.blip.checkpoint import BLIP_SHA1
+from common.blip.config import med_config_from_arg
 from common.cir.data import (FIQ_DRESS_TYPES, classic_dataset, dataset_choice, dataset_root, relative_dataset,
                              triplet_fields)
 from common.cir.evaluation import QuerySet, query_set_from_items, set_metrics
@@ -103,15 +104,6 @@ class Models:
     stage2: CirStage2 | None = None
 
 
-def load_med_config(path: PathLike) -> MedConfig:
-    """``--med-config-path``; the default path falls back to BLIP's config shipped with ``common.blip``."""
-    if Path(path).is_file():
-        return MedConfig.from_json(path)
-    if str(path) == DEFAULT_MED_CONFIG:
-        return MedConfig.base()
-    raise FileNotFoundError(f"{path}: --med-config-path not found (a BLIP med_config.json)")
-
-
 def blip_payload(args: argparse.Namespace) -> tuple[Path, dict]:
     """``--blip-pretrained-path`` loaded once: (path, file dict)."""
     source = args.blip_pretrained_path
@@ -128,7 +120,7 @@ def build_models(args: argparse.Namespace, device: torch.device, stage1_path: Pa
                  stage2: bool = False, stage2_path: PathLike | None = None) -> Models:
     """Stage 1 (and stage 2) from ``model_base.pth``, then the given checkpoints loaded strictly; eval mode."""
     tokenizer = build_blip_tokenizer(args.tokenizer, allow_download=args.allow_download)
-    med = load_med_config(args.med_config_path)
+    med = med_config_from_arg(args.med_config_path, DEFAULT_MED_CONFIG)
     if len(tokenizer) > med.vocab_size:
         raise ValueError(f"the tokenizer has {len(tokenizer)} tokens but {args.med_config_path} sets vocab_size "
                          f"{med.vocab_size}")

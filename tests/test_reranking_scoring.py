@@ -99,13 +99,14 @@ def test_training_grid_equals_per_query_forwards_and_gradients():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_bf16_keeps_rankings_on_cuda():
-    model = _random_stage2(seed=4).cuda()
+    device = torch.device("cuda")
+    model = _random_stage2(seed=4).to(device)
     torch.manual_seed(5)
-    gallery = model.image_embeds(torch.randn(40, 3, 32, 32, device="cuda")).detach()
+    gallery = model.image_embeds(torch.randn(40, 3, 32, 32, device=device)).detach()
     queries = Queries([torch.randint(5, 58, (8,)) for _ in range(30)],
-                      z_t=[torch.randn(8, 32, device="cuda") for _ in range(30)])
+                      z_t=[torch.randn(8, 32, device=device) for _ in range(30)])
     candidates = torch.stack([torch.randperm(40)[:20] for _ in range(30)])
-    fp32 = stage2_scores(model, queries, candidates, lambda rows: gallery[rows.cuda()], kv_reuse=False)
-    bf16 = stage2_scores(model, queries, candidates, lambda rows: gallery[rows.cuda()], dtype="bf16")
+    fp32 = stage2_scores(model, queries, candidates, lambda rows: gallery[rows.to(device)], kv_reuse=False)
+    bf16 = stage2_scores(model, queries, candidates, lambda rows: gallery[rows.to(device)], dtype="bf16")
     same = (fp32.argsort(1, descending=True) == bf16.argsort(1, descending=True)).float().mean()
     assert same >= 0.99 or (fp32.argmax(1) == bf16.argmax(1)).float().mean() >= 0.99

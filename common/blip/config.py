@@ -97,3 +97,13 @@ class MedConfig:
     def replace(self, **changes) -> MedConfig:
         """A copy with some fields changed, e.g. ``cfg.replace(encoder_width=vit.width)``."""
         return dataclasses.replace(self, **changes)
+
+
+def med_config_from_arg(path: PathLike, original_default: str) -> MedConfig:
+    """``--med-config-path``: a BLIP ``med_config.json``. The original repository's default path
+    (``original_default``), when it does not exist here, falls back to BLIP's config shipped with ``common.blip``."""
+    if Path(path).is_file():
+        return MedConfig.from_json(path)
+    if str(path) == original_default:
+        return MedConfig.base()
+    raise FileNotFoundError(f"{path}: --med-config-path not found (a BLIP med_config.json)")
