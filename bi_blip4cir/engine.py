@@ -24,7 +24,7 @@ from bi_blip4cir.losses import sum_fusion
 from bi_blip4cir.prompts import PROMPT_MODES, marker_hook
 from common.args import add_blip_args, add_runtime_args, vit_config_from_arg
 from common.blip import BlipImageEncoder, BlipTextEncoder, build_blip_tokenizer, load_blip_checkpoint
-from common.blip.checkpoint import BLIP_SHA1
+from common.blip.checkpoint import read_blip_file
 from common.blip.config import med_config_from_arg
 from common.cir import data as cir_data
 from common.cir import evaluation as cir_evaluation
@@ -34,7 +34,7 @@ from common.cir.evaluation import Combine, QuerySet
 from common.cir.frozen import FrozenImages
 from common.data.images import open_image
 from common.features import checkpoint_fingerprint, extract_features
-from common.io import CheckpointError, PathLike, check_torch_file, is_url, load_torch_file, resolve_weights
+from common.io import PathLike, check_torch_file, is_url
 from common.runtime import available_cpus, default_workers, get_logger
 from common.training.checkpoint import load_model
 from common.transforms import build_preprocess
@@ -178,14 +178,9 @@ def build_blip_encoders(args: argparse.Namespace, device: torch.device) -> tuple
     The projection width (256 for BLIP) is read from the checkpoint's ``vision_proj``. A key missing from the
     checkpoint raises (the original dropped into pdb).
     """
-    source = args.blip_pretrained_path
-    sha1 = BLIP_SHA1.get(str(source).rsplit("/", 1)[-1]) if is_url(source) else None
-    path = resolve_weights(source, allow_download=args.allow_download, sha1=sha1)
-    payload = load_torch_file(path, trusted=args.trust_checkpoints)
-    state = payload.get("model", payload) if isinstance(payload, dict) else {}
-    if "vision_proj.weight" not in state:
-        raise CheckpointError(f"{path}: no 'vision_proj.weight'; expected a BLIP checkpoint {{'model': state_dict}}")
-    embed_dim = state["vision_proj.weight"].shape[0]
+    path, payload = read_blip_file(args.blip_pretrained_path, allow_download=args.allow_download,
+                                   trusted=args.trust_checkpoints)
+    embed_dim = payload.get("model", payload)["vision_proj.weight"].shape[0]
     vit = vit_config_from_arg(args.vit_config)
     med = med_config_from_arg(args.med_config_path, DEFAULT_MED_CONFIG)
     tokenizer = build_blip_tokenizer(args.tokenizer, allow_download=args.allow_download)

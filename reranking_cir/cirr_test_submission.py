@@ -17,8 +17,8 @@ from common.args import setup_runtime
 from common.cirr_submission import write_checked_submission
 from common.dist import cleanup
 from common.metrics.cir import cirr_rankings
-from reranking_cir.engine import (add_image_args, add_port_args, build_models, build_query_sets, resolve_stage_path,
-                                  stage1_scores, stage1_topk)
+from reranking_cir.engine import (add_image_args, add_port_args, add_stage_path_args, build_models, build_query_sets,
+                                  resolve_stage_path, stage1_scores, stage1_topk)
 from reranking_cir.paths import stage1_run_dir, topk_file_name
 from reranking_cir.topk import save_topk
 
@@ -26,9 +26,7 @@ from reranking_cir.topk import save_topk
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--submission-name", required=True, help="name part of the two submission files")
-    parser.add_argument("--stage1-path", required=True,
-                        help="stage-1 run folder or .pt file (key 'BLIP_Retrieval'); relative paths are under "
-                             "--models-root")
+    add_stage_path_args(parser, (1,))
     add_image_args(parser)
     parser.add_argument("--save-topk", action="store_true", help="also write the test1 top-K file")
     parser.add_argument("--k", type=int, default=50, help="columns of the test1 top-K file (default 50)")

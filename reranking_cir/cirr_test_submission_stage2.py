@@ -15,9 +15,9 @@ from pathlib import Path
 from common.args import setup_runtime
 from common.cirr_submission import write_checked_submission
 from common.dist import cleanup
-from reranking_cir.engine import (add_image_args, add_port_args, add_stage2_eval_args, build_models, build_query_sets,
-                                  gallery_tokens_for_stage2, load_set_topk, non_reference_members, rerank,
-                                  resolve_stage_path)
+from reranking_cir.engine import (add_image_args, add_port_args, add_stage2_eval_args, add_stage_path_args,
+                                  build_models, build_query_sets, gallery_tokens_for_stage2, load_set_topk,
+                                  non_reference_members, rerank, resolve_stage_path)
 from reranking_cir.rerank import rerank_order, rerank_topk
 
 LIST_LENGTH = 50
@@ -26,11 +26,7 @@ LIST_LENGTH = 50
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--submission-name", required=True, help="name part of the two submission files")
-    parser.add_argument("--stage1-path", required=True,
-                        help="stage-1 run folder or .pt file (key 'BLIP_Retrieval'); relative paths are under "
-                             "--models-root")
-    parser.add_argument("--stage2-path", required=True,
-                        help="stage-2 run folder or .pt file (key 'BLIP_NLVR'); relative paths are under --models-root")
+    add_stage_path_args(parser, (1, 2))
     add_image_args(parser)
     parser.add_argument("--top-k-path", required=True,
                         help="stage-1 top-K file of test1 (cirr_test_submission.py --save-topk), or the alias "

@@ -18,14 +18,14 @@ from transformers import BertTokenizer
 
 from common.args import add_blip_args, add_runtime_args, vit_config_from_arg
 from common.blip import BLIP_URLS, CirStage1, CirStage2, build_blip_tokenizer
-from common.blip.checkpoint import BLIP_SHA1
+from common.blip.checkpoint import read_blip_file
 from common.blip.config import med_config_from_arg
 from common.cir.data import (FIQ_DRESS_TYPES, classic_dataset, dataset_choice, dataset_root, relative_dataset,
                              triplet_fields)
 from common.cir.evaluation import QuerySet, query_set_from_items, set_metrics
 from common.dist import concat_all_gather, get_world_size, shard_range
 from common.features import extract_features
-from common.io import CheckpointError, PathLike, is_url, load_torch_file, resolve_weights
+from common.io import CheckpointError, PathLike
 from common.metrics.cir import fiq_summary, rank_gallery, target_ranks
 from common.runtime import get_logger
 from common.transforms import build_preprocess
@@ -81,6 +81,17 @@ def add_port_args(parser: argparse.ArgumentParser, num_workers: int = 8) -> None
     add_runtime_args(parser)
 
 
+STAGE_PATH_HELP = {1: "stage-1 run folder or .pt file (key 'BLIP_Retrieval')",
+                   2: "stage-2 run folder or .pt file (key 'BLIP_NLVR')"}
+
+
+def add_stage_path_args(parser: argparse.ArgumentParser, stages: tuple[int, ...]) -> None:
+    """The required ``--stage1-path`` / ``--stage2-path`` of the evaluation and submission scripts."""
+    for stage in stages:
+        parser.add_argument(f"--stage{stage}-path", required=True,
+                            help=f"{STAGE_PATH_HELP[stage]}; relative paths are under --models-root")
+
+
 def add_stage2_eval_args(parser: argparse.ArgumentParser) -> None:
     """How stage 2 scores its pairs (the original: one query at a time, fp32)."""
     group = parser.add_argument_group("stage-2 scoring (additions of this port)")
@@ -104,18 +115,6 @@ class Models:
     stage2: CirStage2 | None = None
 
 
-def blip_payload(args: argparse.Namespace) -> tuple[Path, dict]:
-    """``--blip-pretrained-path`` loaded once: (path, file dict)."""
-    source = args.blip_pretrained_path
-    sha1 = BLIP_SHA1.get(str(source).rsplit("/", 1)[-1]) if is_url(source) else None
-    path = resolve_weights(source, allow_download=args.allow_download, sha1=sha1)
-    payload = load_torch_file(path, trusted=args.trust_checkpoints)
-    state = payload.get("model", payload) if isinstance(payload, dict) else {}
-    if "vision_proj.weight" not in state:
-        raise CheckpointError(f"{path}: no 'vision_proj.weight'; expected a BLIP checkpoint {{'model': state_dict}}")
-    return path, payload
-
-
 def build_models(args: argparse.Namespace, device: torch.device, stage1_path: PathLike | None = None,
                  stage2: bool = False, stage2_path: PathLike | None = None) -> Models:
     """Stage 1 (and stage 2) from ``model_base.pth``, then the given checkpoints loaded strictly; eval mode."""
@@ -125,7 +124,8 @@ def build_models(args: argparse.Namespace, device: torch.device, stage1_path: Pa
         raise ValueError(f"the tokenizer has {len(tokenizer)} tokens but {args.med_config_path} sets vocab_size "
                          f"{med.vocab_size}")
     vit = vit_config_from_arg(args.vit_config)
-    path, payload = blip_payload(args)
+    path, payload = read_blip_file(args.blip_pretrained_path, allow_download=args.allow_download,
+                                   trusted=args.trust_checkpoints)
     embed_dim = payload.get("model", payload)["vision_proj.weight"].shape[0]
     first = build_stage1(vit, med, args.input_dim, tokenizer.enc_token_id, embed_dim)
     _init(init_stage1, first, payload, path)

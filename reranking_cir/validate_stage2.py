@@ -18,7 +18,8 @@ from common.args import setup_runtime
 from common.cir.evaluation import metrics_json_path
 from common.dist import cleanup
 from common.io import atomic_torch_save, atomic_write_json
-from reranking_cir.engine import (DATASETS, add_image_args, add_port_args, add_stage2_eval_args, build_models,
+from reranking_cir.engine import (DATASETS, add_image_args, add_port_args, add_stage2_eval_args,
+                                  add_stage_path_args, build_models,
                                   build_query_sets, dataset_name, gallery_tokens_for_stage2, load_set_topk,
                                   resolve_stage_path, rerank, stage2_metrics)
 from reranking_cir.paths import DTYPE
@@ -28,11 +29,7 @@ from reranking_cir.validate import print_metrics
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", type=dataset_name, required=True, help="should be either 'CIRR' or 'fashionIQ'")
-    parser.add_argument("--stage1-path", required=True,
-                        help="stage-1 run folder or .pt file (key 'BLIP_Retrieval'); relative paths are under "
-                             "--models-root")
-    parser.add_argument("--stage2-path", required=True,
-                        help="stage-2 run folder or .pt file (key 'BLIP_NLVR'); relative paths are under --models-root")
+    add_stage_path_args(parser, (1, 2))
     add_image_args(parser)
     parser.add_argument("--top-k-path", required=True,
                         help="stage-1 top-K file of the val split, or the alias BLIP_stageI_b512_2e-5_cos10 (CIRR) / "

@@ -10,6 +10,7 @@ import logging
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -223,3 +224,16 @@ def _interpolate_pos_embeds(model: nn.Module, state_dict: StateDict) -> None:
 
 def _matches(key: str, patterns: Iterable[str]) -> bool:
     return any(fnmatch.fnmatchcase(key, pattern) for pattern in patterns)
+
+
+def read_blip_file(source: PathLike, *, allow_download: bool = False, trusted: bool = False) -> tuple[Path, dict]:
+    """A released BLIP file (``--blip-pretrained-path``: a local path, or a URL fetched only with
+    ``allow_download`` and checked against its published SHA-1) read once: (local path, file dict). Raises naming
+    the file when it holds no ``vision_proj.weight``, i.e. is no BLIP checkpoint ``{'model': state_dict}``."""
+    sha1 = BLIP_SHA1.get(str(source).rsplit("/", 1)[-1]) if is_url(source) else None
+    path = resolve_weights(source, allow_download=allow_download, sha1=sha1)
+    payload = load_torch_file(path, trusted=trusted)
+    state = payload.get("model", payload) if isinstance(payload, dict) else {}
+    if "vision_proj.weight" not in state:
+        raise CheckpointError(f"{path}: no 'vision_proj.weight'; expected a BLIP checkpoint {{'model': state_dict}}")
+    return Path(path), payload
