@@ -318,3 +318,22 @@ def test_cirr_queries_per_split(tmp_path):
     assert [info["splits"][split]["queries"] for split in ("train", "val", "test1")] == [2, 12, 18]
     with pytest.raises(ValueError, match="got 11 for val"):
         write_cirr(tmp_path, queries_per_set={"train": 1, "val": 11, "test1": 1})
+
+
+def test_cirr_extra_train_sets_grow_only_the_train_split(tmp_path):
+    sizes = {"n_sets": {"train": 2, "val": 2, "test1": 9}, "queries_per_set": 2, "seed": 0}
+    write_cirr(tmp_path / "base", **sizes)
+    info = write_cirr(tmp_path / "large", **sizes, extra_train_sets=3)
+    assert info["splits"]["train"] == {"images": 30, "queries": 10}
+    base, large = tree_digest(tmp_path / "base"), tree_digest(tmp_path / "large")
+    changed = {"cirr_dataset/cirr/captions/cap.rc2.train.json", "cirr_dataset/cirr/image_splits/split.rc2.train.json",
+               "cirr_dataset/synthetic_scenes.json"}
+    assert {path for path in base if base[path] != large[path]} == changed
+    assert all(path.startswith("cirr_dataset/train/") for path in set(large) - set(base))
+    train = json.loads((tmp_path / "large/cirr_dataset/cirr/captions/cap.rc2.train.json").read_text())
+    assert [entry["img_set"]["id"] for entry in train] == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]
+    pairids = [entry["pairid"] for split in ("train", "val", "test1") for entry in json.loads(
+        (tmp_path / f"large/cirr_dataset/cirr/captions/cap.rc2.{split}.json").read_text())]
+    assert len(set(pairids)) == len(pairids)
+    scenes = read_scenes(tmp_path / "large/cirr_dataset")
+    assert len(set(scenes.values())) == len(scenes)

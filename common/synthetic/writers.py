@@ -159,7 +159,7 @@ def _asin(rng: random.Random, used: set[str]) -> str:
 # -------------------------------------------------------------------------------------------------------- CIRR
 
 def write_cirr(root: PathLike, n_sets: IntPerSplit | None = None, queries_per_set: IntPerSplit = 3,
-               seed: int = 0) -> dict[str, Any]:
+               seed: int = 0, extra_train_sets: int = 0) -> dict[str, Any]:
     """Write ``root/cirr_dataset`` with ``train/<k>/``, ``dev/``, ``test1/`` PNGs and the rc2 caption/split JSONs.
 
     Each image set holds 6 images: a base scene and 5 edits of it, listed as ``img_set.members`` (reference
@@ -167,6 +167,9 @@ def write_cirr(root: PathLike, n_sets: IntPerSplit | None = None, queries_per_se
     int, or a dict split → int) queries (base → edit or edit → base). ``n_sets`` defaults to train 16, val 6,
     test1 9; test1 needs ≥ 9 sets (≥ 51 images) so that 50-long submission lists exist. test1 entries have no
     ``target_hard``, ``target_soft`` or ``target_rank``. Split files map name → ``./<folder>/<name>.png``.
+
+    ``extra_train_sets`` more train sets are drawn after test1 from a generator of their own, so that every other
+    file is byte for byte what the same call without them writes (a larger train split, same val and test1).
     """
     n_sets = n_sets if n_sets is not None else {"train": 16, "val": 6, "test1": 9}
     if _per_split(n_sets, "test1") * 6 < 51:
@@ -178,24 +181,25 @@ def write_cirr(root: PathLike, n_sets: IntPerSplit | None = None, queries_per_se
     base = Path(root) / "cirr_dataset"
     used_scenes: set[Scene] = set()
     scenes_by_name: dict[str, dict] = {}
-    counts: dict[str, dict[str, int]] = {}
-    pairid = 0
-    for split in CIRR_SPLITS:
-        rng = _rng(seed, "cirr", split)
+    entries: dict[str, list[dict]] = {split: [] for split in CIRR_SPLITS}
+    paths: dict[str, dict[str, str]] = {split: {} for split in CIRR_SPLITS}
+    pairids = iter(range(10**9))
+
+    def write_sets(split: str, set_ids: range, rng: random.Random) -> None:
         prefix = {"train": "train", "val": "dev", "test1": "test1"}[split]
-        entries, paths = [], {}
-        for set_id in range(_per_split(n_sets, split)):
+        for set_id in set_ids:
             folder = f"train/{set_id % 100}" if split == "train" else prefix
             first = _unique(lambda: sample_scene(rng), used_scenes)
             scenes = [first] + [_unique(lambda: modify(first, rng), used_scenes) for _ in range(5)]
             names = [f"{prefix}-{set_id}-{i}-img{i % 2}" for i in range(6)]
             for name, scene in zip(names, scenes):
                 _save(scene, rng, _CIRR_SIZES, base / folder / f"{name}.png")
-                paths[name] = f"./{folder}/{name}.png"
+                paths[split][name] = f"./{folder}/{name}.png"
                 scenes_by_name[name] = scene.to_dict()
             members = rng.sample(names, 6)
             pairs = [(0, i) for i in range(1, 6)] + [(i, 0) for i in range(1, 6)]
             for ref, tgt in rng.sample(pairs, _per_split(queries_per_set, split)):
+                pairid = next(pairids)
                 entry = {"pairid": pairid, "reference": names[ref], "target_hard": names[tgt],
                          "target_soft": {names[tgt]: 1.0},
                          "caption": describe_change(scenes[ref], scenes[tgt], rng.randrange(2)),
@@ -208,11 +212,17 @@ def write_cirr(root: PathLike, n_sets: IntPerSplit | None = None, queries_per_se
                     for key in ("target_hard", "target_soft"):
                         del entry[key]
                     del entry["img_set"]["target_rank"]
-                entries.append(entry)
-                pairid += 1
-        _write_json(entries, base / "cirr" / "captions" / f"cap.rc2.{split}.json")
-        _write_json(paths, base / "cirr" / "image_splits" / f"split.rc2.{split}.json")
-        counts[split] = {"images": len(paths), "queries": len(entries)}
+                entries[split].append(entry)
+
+    for split in CIRR_SPLITS:
+        write_sets(split, range(_per_split(n_sets, split)), _rng(seed, "cirr", split))
+    n_train = _per_split(n_sets, "train")
+    write_sets("train", range(n_train, n_train + extra_train_sets), _rng(seed, "cirr", "train", "extra"))
+    counts: dict[str, dict[str, int]] = {}
+    for split in CIRR_SPLITS:
+        _write_json(entries[split], base / "cirr" / "captions" / f"cap.rc2.{split}.json")
+        _write_json(paths[split], base / "cirr" / "image_splits" / f"split.rc2.{split}.json")
+        counts[split] = {"images": len(paths[split]), "queries": len(entries[split])}
     _write_json(scenes_by_name, base / SCENES_FILE)
     return {"root": str(root), "dataset_dir": str(base), "splits": counts}
 
@@ -422,6 +432,10 @@ DEMO_CIRR_SETS = {"train": 40, "val": 50, "test1": 9}
 DEMO_CIRR_QUERIES = {"train": 6, "val": 6, "test1": 3}
 """The demo's FashionIQ (per category) and CIRR sizes: validation splits of 300 queries each (100 per FashionIQ
 category), so that a few points of recall are more than noise."""
+DEMO_CIRR_EXTRA_TRAIN_SETS = 210
+"""Train sets that the demo's larger CIRR (``<out>/data_large``) adds: 250 sets, 1,500 training triplets. Re-ranking's
+stage 2 learns its cross-branch layers from scratch; trained on the 240 triplets of ``data`` it fits them but does not
+generalise, and on 1,500 it beats stage 1."""
 
 
 def write_all(root: PathLike, seed: int = 0) -> dict[str, Any]:
