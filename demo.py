@@ -2,7 +2,8 @@
 
     python demo.py --out demo_out [--only bi_blip4cir tcr]
 
-Writes ``<out>/data`` (synthetic datasets in the real on-disk formats), ``<out>/weights`` (tiny checkpoints in the
+Writes ``<out>/data`` (synthetic datasets in the real on-disk formats), ``<out>/data_large`` (the same CIRR with
+a larger train split), ``<out>/weights`` (tiny checkpoints in the
 released formats; the retrieval one is ITC-trained on ``<out>/source_data``), one folder per pipeline with a
 ``commands.sh`` that replays the commands it ran (``bash <out>/<paper>/commands.sh``), and ``<out>/summary.json``
 (per pipeline its metrics and ``"commands"``, every command in order). Exits non-zero if any pipeline fails.
@@ -28,7 +29,8 @@ from common.io import atomic_write_json
 from common.runtime import seed_everything
 from common.synthetic.scenes import vocabulary
 from common.synthetic.source_model import train_tiny_blip_itc
-from common.synthetic.writers import write_all, write_karpathy
+from common.synthetic.writers import (DEMO_CIRR_EXTRA_TRAIN_SETS, DEMO_CIRR_QUERIES, DEMO_CIRR_SETS, write_all,
+                                     write_cirr, write_karpathy)
 
 PAPERS = ("bi_blip4cir", "reranking_cir", "mlcl", "tcr", "ratta")
 REPO = Path(__file__).resolve().parent
@@ -54,11 +56,14 @@ def build_parser() -> argparse.ArgumentParser:
 def prepare_inputs(out: Path, seed: int) -> DemoContext:
     """Write the synthetic datasets and the tiny weights once; later runs with the same seed and
     ``INPUTS_VERSION`` reuse them."""
-    data, weights = out / "data", out / "weights"
+    data, data_large, weights = out / "data", out / "data_large", out / "weights"
     stamp = f"seed {seed}, inputs version {INPUTS_VERSION}\n"
     if not is_complete(data, stamp):
         write_all(data, seed=seed)
         (data / ".complete").write_text(stamp)
+    if not is_complete(data_large, stamp):
+        write_cirr(data_large, DEMO_CIRR_SETS, DEMO_CIRR_QUERIES, seed, extra_train_sets=DEMO_CIRR_EXTRA_TRAIN_SETS)
+        (data_large / ".complete").write_text(stamp)
     if not is_complete(weights, stamp):
         vocab_file = write_tiny_vocab(weights / "tokenizer", extra_words=vocabulary())
         vocab_size = len(vocab_file.read_text().splitlines()) + 2
@@ -71,7 +76,7 @@ def prepare_inputs(out: Path, seed: int) -> DemoContext:
         write_tiny_clip(weights / "clip_rn.pt", kind="rn")
         write_source_model(out / "source_data", data, weights, med, seed)
         (weights / ".complete").write_text(stamp)
-    return DemoContext(out=out, data=data, weights=weights, python=sys.executable)
+    return DemoContext(out=out, data=data, weights=weights, data_large=data_large, python=sys.executable)
 
 
 def is_complete(folder: Path, stamp: str) -> bool:

@@ -34,11 +34,15 @@ class DemoContext:
     ``med_config.json`` (tiny MED), ``tokenizer/vocab.txt``, ``clip_vit.pt`` and ``clip_rn.pt`` (tiny CLIP state
     dicts).
     ``out``: the demo output folder; each paper writes under ``out/<paper>/``.
+    ``data_large``: a data root holding only ``cirr_dataset/``: the CIRR of ``data`` (val and test1 byte for byte)
+    with a larger train split, for the pipelines that need more training triplets than the others (re-ranking's
+    stage 2).
     """
 
     out: Path
     data: Path
     weights: Path
+    data_large: Path | None = None
     python: str = sys.executable
     env: dict[str, str] = field(default_factory=dict)
     runs: list["ScriptRun"] = field(default_factory=list)

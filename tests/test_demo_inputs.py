@@ -54,3 +54,15 @@ def test_tiny_clip_files_load(ctx):
     for name in ("clip_vit.pt", "clip_rn.pt"):
         model, preprocess, info = load_clip(ctx.weights / name, device="cpu")
         assert next(model.parameters()).dtype == torch.float32 and info["embed_dim"] > 0
+
+
+def test_large_cirr_adds_only_training_triplets(ctx):
+    small, large = ctx.data / "cirr_dataset" / "cirr", ctx.data_large / "cirr_dataset" / "cirr"
+    for split in ("val", "test1"):
+        for kind in ("captions/cap", "image_splits/split"):
+            name = f"{kind}.rc2.{split}.json"
+            assert (large / name).read_bytes() == (small / name).read_bytes()
+    train = json.loads((large / "captions" / "cap.rc2.train.json").read_text())
+    small_train = json.loads((small / "captions" / "cap.rc2.train.json").read_text())
+    assert len(train) == 1500 and train[:len(small_train)] == small_train
+    assert sorted(path.name for path in ctx.data_large.iterdir()) == [".complete", "cirr_dataset"]
