@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="what trains: text (everything but visual.*), image (only visual.*) or both "
                              "(default both)")
     parser.add_argument("--learning-rate", type=float, default=2e-6, help="AdamW learning rate (default 2e-6)")
-    parser.add_argument("--batch-size", type=int, default=512, help="triplets per step (default 512)")
+    parser.add_argument("--batch-size", type=int, default=512, help="triplets per step, all processes together under torchrun (default 512)")
     add_saving_args(parser, validation_frequency=1)
     add_image_args(parser)
     parser.add_argument("--clip_model_ckpt", "--clip-model-ckpt", dest="clip_model_ckpt", default="",

@@ -67,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "(default: the pre-trained CLIP)")
     parser.add_argument("--combiner-lr", type=float, default=2e-5,
                         help="Adam learning rate of every Combiner parameter except loss_weight (default 2e-5)")
-    parser.add_argument("--batch-size", type=int, default=1024, help="triplets per step (default 1024)")
+    parser.add_argument("--batch-size", type=int, default=1024, help="triplets per step, all processes together under torchrun (default 1024)")
     parser.add_argument("--clip-bs", type=int, default=32,
                         help="chunk size of frozen CLIP image encoding (default 32)")
     add_saving_args(parser, validation_frequency=3)

@@ -36,7 +36,7 @@ def add_training_args(parser: argparse.ArgumentParser, num_epochs: int) -> None:
                         help="half-period of the epoch cosine schedule; not clamped, so the rate rises again after "
                              "it, as the original (default 20)")
     parser.add_argument("--blip-img-tune", action="store_true", help="also train the ViT (default frozen)")
-    parser.add_argument("--batch-size", type=int, default=1024, help="triplets per step (default 1024)")
+    parser.add_argument("--batch-size", type=int, default=1024, help="triplets per step, all processes together under torchrun (default 1024)")
     parser.add_argument("--blip-bs", type=int, default=32, help="images per frozen-ViT forward (default 32)")
     parser.add_argument("--validation-frequency", type=int, default=3,
                         help="validate when epoch %% frequency == 0 (default 3)")
