@@ -42,7 +42,8 @@ EPOCHS = {"cirr": (3, 10), "fiq": (8, 4)}
 """Training epochs of stage 1 and stage 2 per dataset."""
 STAGE2_BATCH = {"cirr": 8, "fiq": 16}
 """``--batch-size`` of stage 2, the triplets of one step in all processes together: every query is scored against
-that many targets. The original's 16 for FashionIQ; 8 for CIRR, which learns as much in half the pair forwards."""
+that many targets. The original's 16 for FashionIQ; 8 for CIRR: half the pair forwards, and it learned at least
+as fast there."""
 STAGE2_PROCESSES = {"cirr": 2, "fiq": 1}
 """CIRR's stage 2, the longest step, runs under ``torch.distributed.run`` on both cores (gloo)."""
 
