@@ -18,7 +18,7 @@ from common.args import setup_runtime
 from common.cir.data import dataset_root
 from common.cir.evaluation import query_scores
 from common.cir.frozen import encode_texts
-from common.cirr_submission import write_checked_submission
+from common.cirr_submission import add_submission_args, write_checked_submission
 from common.dist import cleanup
 from common.metrics.cir import cirr_rankings
 from common.training.run import check_writable_root
@@ -26,11 +26,9 @@ from common.training.run import check_writable_root
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--submission-name", required=True, help="name part of the two submission files")
+    add_submission_args(parser)
     add_evaluation_args(parser)
     add_port_args(parser, num_workers=8)
-    parser.add_argument("--output-root", default=".",
-                        help="folder that receives submission/CIRR/ (default: the current folder, as upstream)")
     return parser
 
 

@@ -117,6 +117,17 @@ def validate_cirr_submission(path: PathLike, expected_pairids: Iterable[Any] | N
     return {"metric": metric, "num_queries": len(pairids)}
 
 
+def add_submission_args(parser: argparse.ArgumentParser, folder_per_name: bool = False) -> None:
+    """``--submission-name`` and ``--output-root`` of the CIRR test-submission scripts. The files go to
+    ``<output-root>/submission/CIRR/`` (``folder_per_name``: to ``.../CIRR/<name>/``, MLCL's layout)."""
+    parser.add_argument("--submission-name", required=True,
+                        help="name of the submission folder and files" if folder_per_name
+                        else "name part of the two submission files")
+    folder = "submission/CIRR/<name>/" if folder_per_name else "submission/CIRR/"
+    parser.add_argument("--output-root", default=".",
+                        help=f"folder that receives {folder} (default: the current folder, as the original)")
+
+
 def write_checked_submission(out_dir: PathLike, name: str, pairids: Sequence[Any], recall: Sequence[Sequence[str]],
                              recall_subset: Sequence[Sequence[str]], list_length: int) -> tuple[Path, Path]:
     """``write_cirr_submission`` of the per-query lists (``recall[i]`` and ``recall_subset[i]`` rank for

@@ -18,7 +18,7 @@ from pathlib import Path
 from common.args import setup_runtime
 from common.cir.evaluation import query_scores
 from common.cir.frozen import encode_texts
-from common.cirr_submission import write_checked_submission
+from common.cirr_submission import add_submission_args, write_checked_submission
 from common.dist import cleanup
 from common.metrics.cir import cirr_rankings
 from mlcl.engine import (ImageEncoder, TextEncoder, add_evaluation_args, add_port_args, evaluation_models,
@@ -27,12 +27,9 @@ from mlcl.engine import (ImageEncoder, TextEncoder, add_evaluation_args, add_por
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--submission-name", required=True, help="name of the submission folder and files")
+    add_submission_args(parser, folder_per_name=True)
     add_evaluation_args(parser)
     add_port_args(parser)
-    parser.add_argument("--output-root", default=".",
-                        help="folder that receives submission/CIRR/<name>/ (default: the current folder, as the "
-                             "original's repository root)")
     output_root_from_env(parser)
     return parser
 

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from common.args import setup_runtime
-from common.cirr_submission import write_checked_submission
+from common.cirr_submission import add_submission_args, write_checked_submission
 from common.dist import cleanup
 from common.metrics.cir import cirr_rankings
 from reranking_cir.engine import (add_image_args, add_port_args, add_stage_path_args, build_models, build_query_sets,
@@ -25,14 +25,12 @@ from reranking_cir.topk import save_topk
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--submission-name", required=True, help="name part of the two submission files")
+    add_submission_args(parser)
     add_stage_path_args(parser, (1,))
     add_image_args(parser)
     parser.add_argument("--save-topk", action="store_true", help="also write the test1 top-K file")
     parser.add_argument("--k", type=int, default=50, help="columns of the test1 top-K file (default 50)")
     add_port_args(parser)
-    parser.add_argument("--output-root", default=".",
-                        help="folder that receives submission/CIRR/ (default: the current folder, as the original)")
     return parser
 
 

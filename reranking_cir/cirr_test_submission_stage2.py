@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from common.args import setup_runtime
-from common.cirr_submission import write_checked_submission
+from common.cirr_submission import add_submission_args, write_checked_submission
 from common.dist import cleanup
 from reranking_cir.engine import (add_image_args, add_port_args, add_stage2_eval_args, add_stage_path_args,
                                   build_models, build_query_sets, gallery_tokens_for_stage2, load_set_topk,
@@ -25,7 +25,7 @@ LIST_LENGTH = 50
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--submission-name", required=True, help="name part of the two submission files")
+    add_submission_args(parser)
     add_stage_path_args(parser, (1, 2))
     add_image_args(parser)
     parser.add_argument("--top-k-path", required=True,
@@ -34,8 +34,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--k", type=int, default=50, help="candidates re-ranked per query, K (default 50)")
     add_stage2_eval_args(parser)
     add_port_args(parser)
-    parser.add_argument("--output-root", default=".",
-                        help="folder that receives submission/CIRR/ (default: the current folder, as the original)")
     return parser
 
 
