@@ -15,6 +15,7 @@ Layout under a data root (the parent folder every loader and ``common.data.paths
 """
 from __future__ import annotations
 
+import itertools
 import json
 import random
 from collections.abc import Callable, Mapping
@@ -183,7 +184,7 @@ def write_cirr(root: PathLike, n_sets: IntPerSplit | None = None, queries_per_se
     scenes_by_name: dict[str, dict] = {}
     entries: dict[str, list[dict]] = {split: [] for split in CIRR_SPLITS}
     paths: dict[str, dict[str, str]] = {split: {} for split in CIRR_SPLITS}
-    pairids = iter(range(10**9))
+    pairids = itertools.count()
 
     def write_sets(split: str, set_ids: range, rng: random.Random) -> None:
         prefix = {"train": "train", "val": "dev", "test1": "test1"}[split]
