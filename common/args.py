@@ -26,8 +26,10 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
         return f"{text} (default: %(default)s)"
 
 
-def add_runtime_args(parser: argparse.ArgumentParser, seed: int = 0) -> argparse.ArgumentParser:
-    """--device, --seed, --no-amp, --allow-download, --trust-checkpoints, --tokenizer."""
+def add_runtime_args(parser: argparse.ArgumentParser, seed: int = 0,
+                     tokenizer: bool = True) -> argparse.ArgumentParser:
+    """--device, --seed, --no-amp, --allow-download, --trust-checkpoints, and --tokenizer (BERT's, for BLIP scripts;
+    ``tokenizer=False`` leaves it out, e.g. for CLIP, which has its own BPE tokenizer)."""
     group = parser.add_argument_group("runtime (shared by every script)")
     group.add_argument("--device", default=None,
                        help="torch device, e.g. cpu or cuda:0 (default: cuda if available, else cpu; "
@@ -39,9 +41,10 @@ def add_runtime_args(parser: argparse.ArgumentParser, seed: int = 0) -> argparse
                        help="allow fetching weights given as URLs or official names (checked against their hashes)")
     group.add_argument("--trust-checkpoints", action="store_true",
                        help="allow loading checkpoints that pickle non-tensor objects (weights_only=False)")
-    group.add_argument("--tokenizer", default=None,
-                       help="BERT tokenizer: a folder with vocab.txt or the file itself "
-                            "(default: $BLIP_TOKENIZER_DIR, then the local Hugging Face cache of bert-base-uncased)")
+    if tokenizer:
+        group.add_argument("--tokenizer", default=None,
+                           help="BERT tokenizer: a folder with vocab.txt or the file itself (default: "
+                                "$BLIP_TOKENIZER_DIR, then the local Hugging Face cache of bert-base-uncased)")
     return parser
 
 
@@ -61,12 +64,19 @@ def add_output_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     group.add_argument("--output-root", default=".",
                        help="folder that receives models/ and submission/ (default: the current folder, as upstream)")
     group.add_argument("--run-name", default=None,
-                       help="run folder name under <output-root>/models (default: the upstream timestamped name)")
+                       help="run folder name under <output-root>/models; if that folder exists, _1, _2... is appended "
+                            "and a new run starts there (continue a run with --resume) (default: the upstream "
+                            "timestamped name)")
     group.add_argument("--resume", default=None, metavar="RUN_DIR",
-                       help="continue an interrupted run from RUN_DIR/resume.pt, skipping finished epochs; the flags "
-                            "that change the result must equal the run's (the script lists any that differ and "
-                            "stops before touching the folder), a finished run exits without writing (default: a new "
-                            "run folder)")
+                       help="continue an interrupted run from RUN_DIR/resume.pt, skipping finished epochs. Every flag "
+                            "that changes the result (dataset, model and checkpoint paths, batch size, rates, "
+                            "schedule, loss weights...) must equal the run's; the script lists any that differ and "
+                            "stops before touching the folder. These may differ: --num-epochs (a larger value extends "
+                            "a finished run), the data paths (--data-root and the per-dataset roots, --tokenizer, "
+                            "--cache-dir, --clip-download-root), --device, --num-workers, --no-amp, the Comet flags, "
+                            "--output-root, --run-name, --allow-download, --trust-checkpoints, --no-resume-state. A "
+                            "finished run exits without writing; a folder another process trains into is refused "
+                            "(default: a new run folder)")
     group.add_argument("--no-resume-state", action="store_true",
                        help="do not write RUN_DIR/resume.pt (by default it is rewritten after every epoch and is as "
                             "large as the model plus its optimizer state); such a run cannot be resumed")

@@ -1,5 +1,6 @@
 """Readable outputs: progress bars on a terminal only, rounded printed metrics, worker counts capped at the cores,
 training curves with a legend outside and one style per series, a light weights checker, ignored output folders."""
+import argparse
 import csv
 import io
 import shutil
@@ -10,7 +11,9 @@ from pathlib import Path
 import pytest
 
 import common.runtime as runtime
+from common.args import add_output_args
 from common.training.plots import draw_training_curves, series_style
+from common.training.run import IGNORED_FLAGS
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -45,6 +48,7 @@ def test_training_curves_legend_outside_and_distinct_styles(tmp_path):
         ["mean(R@5+R_s@1)", "arithmetic_mean", "harmonic_mean", "geometric_mean", "extra"]
     styles = {tuple(sorted((k, v) for k, v in series_style(i).items() if k != "markersize")) for i in range(12)}
     assert len(styles) == 12
+    assert len({series_style(i)["color"] for i in range(12)}) == 12  # CIRR's 11 series share no colour
     with open(tmp_path / "train.csv", "w", newline="") as handle:
         csv.writer(handle).writerows([["epoch", "train_epoch_loss"], [0, 2.0], [1, 1.0]])
     with open(tmp_path / "val.csv", "w", newline="") as handle:
@@ -65,6 +69,37 @@ def test_training_curves_legend_outside_and_distinct_styles(tmp_path):
         import matplotlib.pyplot as plt
 
         plt.close(fig)
+
+
+def test_training_curves_of_a_two_epoch_run_have_integer_epoch_ticks(tmp_path):
+    with open(tmp_path / "train.csv", "w", newline="") as handle:
+        csv.writer(handle).writerows([["epoch", "train_epoch_loss"], [0, 2.0], [1, 1.0]])
+    with open(tmp_path / "val.csv", "w", newline="") as handle:
+        csv.writer(handle).writerows([["epoch", "recall_at1"], [0, 10.0], [1, 20.0]])
+    fig = draw_training_curves(tmp_path / "train.csv", tmp_path / "val.csv")
+    try:
+        fig.canvas.draw()
+        for axes in fig.axes:
+            low, high = axes.get_xlim()
+            ticks = [tick for tick in axes.get_xticks() if low <= tick <= high]
+            assert ticks == [0.0, 1.0]
+    finally:
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
+
+
+def test_run_name_and_resume_help_say_what_happens():
+    parser = argparse.ArgumentParser()
+    add_output_args(parser)
+    helps = {action.dest: " ".join(action.help.split()) for action in parser._actions}
+    assert "_1, _2... is appended" in helps["run_name"]
+    grouped = {"api_key": "the Comet flags", "workspace": "the Comet flags", "experiment_name": "the Comet flags",
+               "fiq_root": "per-dataset roots", "shoes_root": "per-dataset roots", "cirr_root": "per-dataset roots",
+               "resume": "RUN_DIR"}
+    for name in IGNORED_FLAGS:
+        assert grouped.get(name, f"--{name.replace('_', '-')}") in helps["resume"], name
+    assert "must equal the run's" in helps["resume"]
 
 
 def test_weights_check_help_does_not_import_torch():

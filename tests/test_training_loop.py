@@ -78,3 +78,22 @@ def test_training_run_resumes_after_the_last_finished_epoch(tmp_path):
 def test_resume_of_a_missing_folder_names_it(tmp_path):
     with pytest.raises(FileNotFoundError, match="nowhere: --resume expects a run folder"):
         TrainingRun(run_args(tmp_path, resume=str(tmp_path / "nowhere")), CPU, "p", {}, {}, "project", "title")
+
+
+def test_train_one_epoch_records_its_steps_for_the_stop_line(tmp_path, monkeypatch):
+    import common.runtime as runtime
+
+    monkeypatch.setattr(runtime, "_active_run", None)
+    place = runtime.track_run(tmp_path / "run")
+    model = nn.Linear(1, 1)
+    loader = train_loader(TensorDataset(torch.arange(12.0).unsqueeze(1)), 4, 0, CPU, seed=0)
+    seen = []
+
+    def step(batch):
+        seen.append((place.epoch, place.step, place.steps))
+        return model(batch[0]).mean(), {}, len(batch[0])
+
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    train_one_epoch(loader, step, torch.optim.SGD(model.parameters(), lr=0.1), scaler, 4, CPU.device,
+                    ExperimentTracker(None, None, "test"), "test")
+    assert seen[1:] == [(4, 1, 3), (4, 2, 3)] and (place.epoch, place.step, place.steps) == (4, 3, 3)

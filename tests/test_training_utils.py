@@ -146,3 +146,22 @@ def test_logger_filter_keeps_info_to_rank_zero_at_emit_time(monkeypatch):
     assert not keep.filter(record(logging.INFO)) and keep.filter(record(logging.WARNING))
     monkeypatch.setenv("RANK", "0")
     assert keep.filter(record(logging.INFO))
+
+
+def test_an_interrupted_plot_leaves_the_old_png_and_no_temporary_file(tmp_path, monkeypatch):
+    from matplotlib.figure import Figure
+
+    train = CSVLogger(tmp_path / "train.csv")
+    train.log({"epoch": 0, "train_epoch_loss": 1.0})
+    png = plot_training_curves(tmp_path / "train.csv", tmp_path / "val.csv", tmp_path / "curves.png")
+    before = png.read_bytes()
+
+    def cut(self, path, **kwargs):
+        open(path, "wb").write(b"\x89PNG half")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Figure, "savefig", cut)
+    with pytest.raises(KeyboardInterrupt):
+        plot_training_curves(tmp_path / "train.csv", tmp_path / "val.csv", tmp_path / "curves.png")
+    assert png.read_bytes() == before
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["curves.png", "train.csv"]

@@ -5,10 +5,11 @@ from pathlib import Path
 
 from PIL import Image
 
+from common.errors import InputError
 from common.io import PathLike
 
 
-class ImageReadError(OSError):
+class ImageReadError(InputError, OSError):
     """An image file that exists but cannot be decoded."""
 
 

@@ -9,7 +9,7 @@ from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
 
 from common.dist import DistInfo, all_reduce_sum
-from common.runtime import progress
+from common.runtime import note_step, progress
 from common.training.experiment import ExperimentTracker
 
 StepFn = Callable[[Any], tuple[torch.Tensor, dict[str, torch.Tensor], int]]
@@ -45,7 +45,8 @@ def train_one_epoch(loader: DataLoader, step: StepFn, optimizer: torch.optim.Opt
 
     With ``accumulation`` N > 1 the optimizer steps every N batches (and after the last one) on the summed
     gradients of the batch losses divided by N. Returns the epoch loss Σ loss·B / Σ B over all processes
-    (CLIP4Cir's ``train_epoch_loss``).
+    (CLIP4Cir's ``train_epoch_loss``). Each finished step is recorded for the line printed on Ctrl-C
+    (``common.runtime.run_main``).
     """
     if isinstance(loader.sampler, DistributedSampler):
         loader.sampler.set_epoch(epoch)
@@ -64,5 +65,6 @@ def train_one_epoch(loader: DataLoader, step: StepFn, optimizer: torch.optim.Opt
         totals += torch.tensor([value * batch_size, batch_size], dtype=torch.float64, device=device)
         tracker.log_metrics({"step_loss": value, **{f"step_loss_{name}": part.item() for name, part in parts.items()}},
                             step=epoch * len(loader) + index)
+        note_step(epoch, index + 1, len(loader))
     totals = all_reduce_sum(totals)
     return (totals[0] / totals[1]).item()

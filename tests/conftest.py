@@ -1,0 +1,30 @@
+"""Fixtures shared by several test files."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture
+def read_only(monkeypatch):
+    """Make folders read-only, also for root (whom the mode bits do not stop): ``os.access`` refuses writing there."""
+    folders = []
+    access = os.access
+
+    def guarded(path, mode, *args, **kwargs):
+        inside = Path(path).resolve() in folders
+        return access(path, mode, *args, **kwargs) and not (inside and mode & os.W_OK)
+
+    monkeypatch.setattr(os, "access", guarded)
+
+    def add(folder: Path) -> Path:
+        folder.mkdir(parents=True, exist_ok=True)
+        folder.chmod(0o555)
+        folders.append(folder.resolve())
+        return folder
+
+    yield add
+    for folder in folders:
+        folder.chmod(0o755)
