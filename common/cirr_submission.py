@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+from common.errors import InputError
 from common.io import PathLike, atomic_write_json, read_json
 
 VERSION = "rc2"
@@ -21,7 +22,7 @@ FILE_PREFIX = {"recall": "recall_submission_", "recall_subset": "recall_subset_s
 SERVER_SIZE_LIMIT = 5 * 1024 * 1024
 
 
-class SubmissionError(ValueError):
+class SubmissionError(InputError, ValueError):
     """A CIRR submission that the evaluation server would reject."""
 
 
@@ -58,6 +59,25 @@ def _build(metric: str, rankings: Mapping[Any, Sequence[str]], where: str) -> di
     return submission
 
 
+def _check_name(name: str) -> None:
+    if not name or Path(name).name != name:
+        raise SubmissionError(f"submission name {name!r} must be a plain file-name part (no folders)")
+
+
+def submission_folder(output_root: PathLike, name: str, folder_per_name: bool = False) -> Path:
+    """The folder that receives submission ``name``: ``<output_root>/submission/CIRR/`` (``folder_per_name``:
+    ``.../CIRR/<name>/``, MLCL's layout). Call it before any work: it checks that ``name`` is a plain file-name part
+    and that the folder (or the nearest one above it that exists) can receive files."""
+    from common.training.run import check_writable_root  # imported here: the validator CLI stays light
+
+    _check_name(name)
+    folder = Path(output_root) / "submission" / "CIRR"
+    if folder_per_name:
+        folder = folder / name
+    check_writable_root(folder, "--output-root")
+    return folder
+
+
 def write_cirr_submission(out_dir: PathLike, name: str, recall: Mapping[Any, Sequence[str]],
                           recall_subset: Mapping[Any, Sequence[str]]) -> tuple[Path, Path]:
     """Write ``recall_submission_<name>.json`` and ``recall_subset_submission_<name>.json`` into ``out_dir``.
@@ -65,8 +85,7 @@ def write_cirr_submission(out_dir: PathLike, name: str, recall: Mapping[Any, Seq
     ``recall`` maps pairid → up to 50 distinct names, ``recall_subset`` pairid → up to 3 (the server expects exactly
     50 and 3; smaller galleries give shorter lists). Both must cover the same pairids. Files are written atomically.
     """
-    if not name or Path(name).name != name:
-        raise SubmissionError(f"submission name {name!r} must be a plain file-name part (no folders)")
+    _check_name(name)
     files = []
     built = {}
     for metric, rankings in (("recall", recall), ("recall_subset", recall_subset)):

@@ -13,12 +13,18 @@ from pathlib import Path
 from collections.abc import Mapping, Sequence
 from typing import Any, BinaryIO, Callable
 
+from common.errors import InputError
+
 # torch is imported inside the functions that need it, so light tools (weights/check.py --help) start fast.
 PathLike = str | os.PathLike
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(InputError, RuntimeError):
     """A checkpoint file that cannot be read, or whose contents do not fit the model."""
+
+
+class MalformedFileError(InputError, ValueError):
+    """A data file (JSON...) that cannot be parsed."""
 
 
 def key_problems(source: PathLike, model_name: str, missing: Sequence[str] = (), unexpected: Sequence[str] = (),
@@ -52,40 +58,72 @@ def file_hash(path: PathLike, algo: str = "sha256", chunk: int = 1 << 20) -> str
     return digest.hexdigest()
 
 
-def load_torch_file(path: PathLike, *, trusted: bool = False, map_location: Any = "cpu") -> Any:
-    """Load a ``torch.save`` file on ``map_location``.
+def numpy_safe_globals() -> list:
+    """The globals a pickled NumPy array or scalar needs, for ``torch.serialization.safe_globals``.
 
-    Tries ``weights_only=True`` first. Files that pickle other objects (numpy arrays, argparse namespaces) load
-    only with ``trusted=True``; otherwise the error says how to allow it. A truncated or damaged file is reported
-    as corrupt with its size on disk, never with the ``--trust-checkpoints`` advice.
+    Pickles name ``_reconstruct`` / ``scalar`` under NumPy 2's ``numpy._core.multiarray``, or under NumPy 1.x's
+    ``numpy.core.multiarray`` (files saved before NumPy 2, such as the Re-ranking authors' top-K files); both
+    spellings map to today's functions (NumPy 2 keeps ``numpy.core`` only as a deprecated alias of ``numpy._core``).
+    ``ndarray`` and ``dtype`` are named the same in both, and the dtype classes (``numpy.dtypes.StrDType``, ...) are
+    the types of the dtypes the pickle rebuilds. None of these runs code taken from the file.
+    """
+    import numpy as np
+
+    try:
+        from numpy._core import multiarray
+    except ImportError:  # NumPy 1.x
+        from numpy.core import multiarray
+    functions = [(getattr(multiarray, name), f"{module}.{name}") for name in ("_reconstruct", "scalar")
+                 for module in ("numpy._core.multiarray", "numpy.core.multiarray")]
+    dtype_classes = [cls for cls in vars(np.dtypes).values() if isinstance(cls, type) and issubclass(cls, np.dtype)]
+    return [*functions, (np.ndarray, "numpy.ndarray"), (np.dtype, "numpy.dtype"), *dtype_classes]
+
+
+def _load_weights_only(path: PathLike, map_location: Any = "cpu", **kwargs: Any) -> Any:
+    """``torch.load(weights_only=True)`` that also accepts NumPy arrays and scalars (``numpy_safe_globals``)."""
+    import torch
+
+    with torch.serialization.safe_globals(numpy_safe_globals()):
+        return torch.load(path, map_location=map_location, weights_only=True, **kwargs)
+
+
+def load_torch_file(path: PathLike, *, trusted: bool = False, map_location: Any = "cpu",
+                    what: str = "checkpoint") -> Any:
+    """Load a ``torch.save`` file on ``map_location``; ``what`` names the kind of file in errors.
+
+    Tries ``weights_only=True`` first, with NumPy arrays and scalars allowed (``numpy_safe_globals``, both NumPy 1.x
+    and 2 names). Files that pickle other objects (argparse namespaces) load only with ``trusted=True``; otherwise
+    the error says how to allow it. An empty, truncated or damaged file is reported as corrupt with its size on disk,
+    never with the ``--trust-checkpoints`` advice.
     """
     import torch
 
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: checkpoint file not found")
+        raise FileNotFoundError(f"{path}: {what} not found")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        return _load_weights_only(path, map_location)
     except Exception as safe_error:  # noqa: BLE001 - re-raised with context below
         damage = torch_file_damage(path)
         if damage is not None:
-            raise CheckpointError(_corrupt_message(path, damage)) from safe_error
+            raise CheckpointError(_corrupt_message(path, damage, what)) from safe_error
         if not trusted:
             if _refused_by_weights_only(safe_error):
                 raise CheckpointError(
-                    f"{path}: the file is a valid checkpoint, but it pickles objects that weights_only=True "
+                    f"{path}: the file is a valid {what}, but it pickles objects that weights_only=True "
                     f"refuses ({_short_reason(safe_error)}). If you trust this file, load it with trusted=True "
                     "(scripts: --trust-checkpoints)."
                 ) from safe_error
-            raise CheckpointError(_corrupt_message(path, _short_reason(safe_error))) from safe_error
+            raise CheckpointError(_corrupt_message(path, _short_reason(safe_error), what)) from safe_error
     try:
         return torch.load(path, map_location=map_location, weights_only=False)
     except Exception as error:  # noqa: BLE001
-        raise CheckpointError(_corrupt_message(path, f"{type(error).__name__}: {_short_reason(error)}")) from error
+        raise CheckpointError(_corrupt_message(path, f"{type(error).__name__}: {_short_reason(error)}", what)) \
+            from error
 
 
-def _corrupt_message(path: Path, reason: str) -> str:
-    return (f"{path}: corrupt or not a torch checkpoint ({file_size_text(path)} on disk; {reason}). "
+def _corrupt_message(path: Path, reason: str, what: str = "checkpoint") -> str:
+    return (f"{path}: corrupt or not a torch {what} ({file_size_text(path)} on disk; {reason}). "
             "Download or copy it again.")
 
 
@@ -173,10 +211,8 @@ def check_torch_file(path: PathLike, flag: str | None = None, expect_any: Sequen
 def _top_level_keys(path: Path) -> list | None:
     """The keys of a zip checkpoint's top-level dict, read memory-mapped (tensors untouched); None when it cannot
     be read safely this way (the full load then explains why)."""
-    import torch
-
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        payload = _load_weights_only(path, mmap=True)
     except Exception:  # noqa: BLE001 - the real load reports it
         return None
     return list(payload) if isinstance(payload, dict) else []
@@ -293,6 +329,6 @@ def read_json(path: PathLike, what: str = "a JSON file") -> Any:
         with open(path, encoding="utf-8") as handle:
             return json.load(handle)
     except json.JSONDecodeError as error:
-        raise ValueError(
+        raise MalformedFileError(
             f"{path}: malformed JSON at line {error.lineno} column {error.colno} ({error.msg}); expected {what}"
         ) from error

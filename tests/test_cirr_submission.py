@@ -1,11 +1,13 @@
 """common.cirr_submission: file schema, writer checks, validator errors, CLI."""
 import json
+import os
 
 import numpy as np
 import pytest
 import torch
 
-from common.cirr_submission import SubmissionError, main, validate_cirr_submission, write_cirr_submission
+from common.cirr_submission import (SubmissionError, main, submission_folder, validate_cirr_submission,
+                                    write_cirr_submission)
 from common.metrics.cir import cirr_rankings
 
 
@@ -110,3 +112,19 @@ def test_each_pairid_keeps_its_own_ranking(tmp_path):
     assert written["907"] == ["img2", "img3", "img6", "img7"] and written_subset["907"] == ["img2", "img3", "img1"]
     assert written["12"] == ["img1", "img5", "img7", "img6"] and written_subset["12"] == ["img5", "img7", "img6"]
     assert written["300"] == ["img6", "img7", "img0", "img1"] and written_subset["300"] == ["img0", "img1", "img2"]
+
+
+def test_submission_folder_is_checked_before_the_work(tmp_path, monkeypatch):
+    assert submission_folder(tmp_path, "s1") == tmp_path / "submission" / "CIRR"
+    assert submission_folder(tmp_path, "mlcl", folder_per_name=True) == tmp_path / "submission" / "CIRR" / "mlcl"
+    assert not (tmp_path / "submission").exists()  # nothing is created
+    with pytest.raises(SubmissionError, match="plain file-name part"):
+        submission_folder(tmp_path, "../s1")
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o555)
+    access = os.access  # root is not stopped by the mode bits: refuse writing in ``locked`` for everyone
+    monkeypatch.setattr(os, "access", lambda path, mode: access(path, mode) and not (
+        str(path) == str(locked) and mode & os.W_OK))
+    with pytest.raises(PermissionError, match=f"--output-root {locked}/submission/CIRR: cannot create files in "
+                                              f"{locked} "):
+        submission_folder(locked, "s1")

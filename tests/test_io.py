@@ -1,7 +1,9 @@
 """common.io: safe loading, weight resolution, atomic writes, JSON errors."""
 import argparse
 import json
+import pickletools
 
+import numpy as np
 import pytest
 import torch
 
@@ -15,6 +17,26 @@ def test_load_torch_file_refuses_pickled_objects_unless_trusted(tmp_path):
     with pytest.raises(CheckpointError, match="ckpt.pt.*trusted=True"):
         load_torch_file(path)
     assert load_torch_file(path, trusted=True)["args"].lr == 1.0
+
+
+def test_load_torch_file_reads_numpy_pickled_under_numpy_1_and_2(tmp_path):
+    """NumPy 1.x pickles name ``numpy.core.multiarray`` where NumPy 2 writes ``numpy._core.multiarray`` (the rest is
+    byte for byte the same): both load with weights_only=True, to equal arrays and scalars."""
+    payload = {"names": np.array([["a", "bc"], ["d", "e"]])[:, :1], "ids": np.arange(3), "first": np.str_("a"),
+               "w": torch.ones(2)}
+    today = tmp_path / "numpy2.pt"
+    torch.save(payload, today, _use_new_zipfile_serialization=False)  # one pickle stream: names can be edited
+    before_numpy2 = tmp_path / "numpy1.pt"
+    before_numpy2.write_bytes(today.read_bytes().replace(b"numpy._core.multiarray\n", b"numpy.core.multiarray\n"))
+    with open(before_numpy2, "rb") as handle:  # magic number, protocol, system info, then the data pickle
+        names = {arg for _ in range(4) for op, arg, _ in pickletools.genops(handle) if op.name == "GLOBAL"}
+    assert {"numpy.core.multiarray _reconstruct", "numpy.core.multiarray scalar"} <= names
+    assert not any(name.startswith("numpy._core") for name in names)
+    for path in (today, before_numpy2):
+        loaded = load_torch_file(path)
+        assert np.array_equal(loaded["names"], payload["names"]) and loaded["names"].dtype == np.dtype("<U2")
+        assert np.array_equal(loaded["ids"], payload["ids"]) and loaded["first"] == np.str_("a")
+        assert torch.equal(loaded["w"], payload["w"])
 
 
 def test_load_torch_file_errors_name_the_file(tmp_path):
