@@ -14,9 +14,11 @@ import sys
 from pathlib import Path
 
 from common.args import setup_runtime
-from common.cirr_submission import add_submission_args, write_checked_submission
+from common.cirr_submission import add_submission_args, submission_folder, write_checked_submission
 from common.dist import cleanup
 from common.metrics.cir import cirr_rankings
+from common.runtime import run_main
+from common.training.run import check_writable_root
 from reranking_cir.engine import (add_image_args, add_port_args, add_stage_path_args, build_models, build_query_sets,
                                   resolve_stage_path, stage1_scores, stage1_topk)
 from reranking_cir.paths import stage1_run_dir, topk_file_name
@@ -38,20 +40,24 @@ def main(argv: list[str] | None = None) -> tuple[Path, Path] | None:
     args = build_parser().parse_args(argv)
     dist = setup_runtime(args)
     stage1_path = resolve_stage_path(args.stage1_path, "cirr", args)
+    folder = submission_folder(args.output_root, args.submission_name)
+    topk_path = stage1_run_dir(stage1_path) / topk_file_name("cirr", args.k, "test1")
+    if args.save_topk:
+        check_writable_root(topk_path.parent, "--save-topk")
     models = build_models(args, dist.device, stage1_path)
     query_set, = build_query_sets(args, "cirr", "test1", models.stage1.visual_encoder, dist.device)
     scores = stage1_scores(models, query_set, args)
     files = None
     if dist.is_main:
         recall, subset = cirr_rankings(scores, query_set.reference_idx, query_set.members_idx, query_set.gallery_names)
-        files = write_checked_submission(Path(args.output_root) / "submission" / "CIRR", args.submission_name,
-                                         query_set.pairids, recall, subset, min(50, len(query_set.gallery_names) - 1))
+        files = write_checked_submission(folder, args.submission_name, query_set.pairids, recall, subset,
+                                         min(50, len(query_set.gallery_names) - 1))
         if args.save_topk:
-            path = stage1_run_dir(stage1_path) / topk_file_name("cirr", args.k, "test1")
-            print(f"top-{args.k} file written to {save_topk(stage1_topk(query_set, scores, 'test1', args.k), path)}")
+            topk = stage1_topk(query_set, scores, "test1", args.k)
+            print(f"top-{args.k} file written to {save_topk(topk, topk_path)}")
     cleanup()
     return files
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    run_main(main, sys.argv[1:])

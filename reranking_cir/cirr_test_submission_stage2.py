@@ -13,8 +13,9 @@ import sys
 from pathlib import Path
 
 from common.args import setup_runtime
-from common.cirr_submission import add_submission_args, write_checked_submission
+from common.cirr_submission import add_submission_args, submission_folder, write_checked_submission
 from common.dist import cleanup
+from common.runtime import run_main
 from reranking_cir.engine import (add_image_args, add_port_args, add_stage2_eval_args, add_stage_path_args,
                                   build_models, build_query_sets, gallery_tokens_for_stage2, load_set_topk,
                                   non_reference_members, rerank, resolve_stage_path)
@@ -40,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> tuple[Path, Path] | None:
     args = build_parser().parse_args(argv)
     dist = setup_runtime(args)
+    folder = submission_folder(args.output_root, args.submission_name)
     models = build_models(args, dist.device, resolve_stage_path(args.stage1_path, "cirr", args), stage2=True,
                           stage2_path=resolve_stage_path(args.stage2_path, "cirr", args))
     query_set, = build_query_sets(args, "cirr", "test1", models.stage1.visual_encoder, dist.device)
@@ -54,11 +56,11 @@ def main(argv: list[str] | None = None) -> tuple[Path, Path] | None:
         subset = members.gather(1, rerank_order(result.group_scores))[:, :3]
         recall = [[names[i] for i in row] for row in ranking.tolist()]
         recall_subset = [[names[i] for i in row] for row in subset.tolist()]
-        files = write_checked_submission(Path(args.output_root) / "submission" / "CIRR", args.submission_name,
-                                         query_set.pairids, recall, recall_subset, min(LIST_LENGTH, topk.width))
+        files = write_checked_submission(folder, args.submission_name, query_set.pairids, recall, recall_subset,
+                                         min(LIST_LENGTH, topk.width))
     cleanup()
     return files
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    run_main(main, sys.argv[1:])

@@ -3,7 +3,9 @@ top-K files, and stage-2 re-ranking of a top-K file. FashionIQ and CIRR go throu
 
 ViT tokens of every gallery image are computed once per evaluation (fp32, as the original) and serve both the
 stage-1 queries (reference tokens), the stage-1 target features (CLS) and the stage-2 candidates, when the two
-stages' ViTs are equal (frozen ``model_base.pth`` in both, as upstream assumes); otherwise each stage encodes its own.
+stages' ViTs are equal (frozen ``model_base.pth`` in both, as upstream assumes). Otherwise stage 2's ViT encodes the
+gallery again, and its tokens feed both the candidates and the references of ``z_t``, as in the original
+``src/validate_stage2.py`` and in stage-2 training.
 """
 from __future__ import annotations
 
@@ -31,7 +33,7 @@ from common.runtime import get_logger
 from common.transforms import build_preprocess
 from reranking_cir.models import build_stage1, build_stage2, init_stage1, init_stage2, load_stage
 from reranking_cir.paths import get_model_path, get_top_k_path
-from reranking_cir.rerank import permute_labels, stage2_cirr_metrics, stage2_fiq_metrics
+from reranking_cir.rerank import permute_labels, rerank_topk, stage2_cirr_metrics, stage2_fiq_metrics
 from reranking_cir.scoring import Queries, encode_queries, stage2_scores
 from reranking_cir.topk import TopK, build_topk, load_topk
 
@@ -47,6 +49,7 @@ WIDE_KS = (50, 100, 150, 200, 300, 400, 500)
 
 dataset_name = dataset_choice("cirr", "fashioniq")
 """``--dataset``: CIRR or FashionIQ, case-insensitive -> ``'cirr'`` / ``'fashioniq'``."""
+DATASET_HELP = "'CIRR' or 'fashionIQ', in any letter case (cirr, FashionIQ, FASHIONIQ, ... are the same)"
 
 
 def add_image_args(parser: argparse.ArgumentParser) -> None:
@@ -232,9 +235,10 @@ def shard(query_set: QuerySet) -> range:
 
 
 def stage1_queries(models: Models, query_set: QuerySet, rows: range, args: argparse.Namespace,
-                   with_z_t: bool = False) -> Queries:
-    """Stage-1 outputs of the queries ``rows`` of ``query_set``."""
-    gallery = query_set.gallery
+                   with_z_t: bool = False, gallery: torch.Tensor | None = None) -> Queries:
+    """Stage-1 outputs of the queries ``rows`` of ``query_set``; reference tokens from ``gallery`` (default the
+    query set's)."""
+    gallery = query_set.gallery if gallery is None else gallery
     return encode_queries(models.stage1, models.tokenizer, lambda r: gallery[r.to(gallery.device)],
                           query_set.reference_idx[rows.start:rows.stop],
                           query_set.captions[rows.start:rows.stop], batch_size=args.eval_batch_size,
@@ -316,6 +320,11 @@ class Reranked:
         """The first K stage-1 labels in stage-2 order (the Figure-8 label tensor)."""
         return None if self.topk.labels is None else permute_labels(self.topk.labels[:, :self.k], self.scores)
 
+    @property
+    def final_labels(self) -> torch.Tensor:
+        """Labels of the final lists ``[N, W]``: the re-ranked top K, then the file's stage-1 ranks K+1..W."""
+        return rerank_topk(self.topk.labels, self.scores)
+
 
 def load_set_topk(args: argparse.Namespace, query_set: QuerySet, top_k_path: PathLike, dataset: str, split: str,
                   k: int) -> TopK:
@@ -333,13 +342,14 @@ def load_set_topk(args: argparse.Namespace, query_set: QuerySet, top_k_path: Pat
 def rerank(models: Models, query_set: QuerySet, topk: TopK, k: int, args: argparse.Namespace,
            candidate_gallery: torch.Tensor | None = None) -> Reranked:
     """Stage-2 scores of each query's first ``k`` candidates (and, for CIRR, its 5 non-reference members), queries
-    sharded over processes and gathered. ``candidate_gallery``: stage-2 ViT tokens when its ViT differs."""
+    sharded over processes and gathered. ``candidate_gallery``: stage-2 ViT tokens when its ViT differs; they then
+    serve the references of ``z_t`` too."""
     gallery = query_set.gallery if candidate_gallery is None else candidate_gallery
     candidates = topk.index_rows(k)
     if query_set.name == "cirr":
         candidates = torch.cat([candidates, non_reference_members(query_set)], dim=1)
     rows = shard(query_set)
-    queries = stage1_queries(models, query_set, rows, args, with_z_t=True)
+    queries = stage1_queries(models, query_set, rows, args, with_z_t=True, gallery=gallery)
     local = stage2_scores(models.stage2, queries, candidates[rows.start:rows.stop],
                           lambda r: gallery[r.to(gallery.device)], kv_reuse=args.kv_reuse,
                           pair_batch=args.pair_batch, image_chunk=args.image_chunk, dtype=args.dtype,
@@ -351,10 +361,10 @@ def rerank(models: Models, query_set: QuerySet, topk: TopK, k: int, args: argpar
 
 
 def stage2_metrics(results: Sequence[Reranked]) -> dict[str, float]:
-    """The original stage-2 metric dict from the re-ordered top-K labels."""
+    """The original stage-2 metric dict, measured on the final lists (re-ranked top K, then stage-1 ranks K+1..)."""
     if results[0].query_set.name == "cirr":
         result = results[0]
         group_labels = non_reference_members(result.query_set) == result.query_set.target_idx.unsqueeze(1)
-        return stage2_cirr_metrics(result.labels, group_labels, result.group_scores)
-    return stage2_fiq_metrics({result.query_set.name: result.labels for result in results})
+        return stage2_cirr_metrics(result.final_labels, group_labels, result.group_scores)
+    return stage2_fiq_metrics({result.query_set.name: result.final_labels for result in results})
 

@@ -13,12 +13,15 @@ from common.blip import CirStage1, CirStage2, LoadReport, MedConfig, ViTConfig, 
 from common.io import CheckpointError, PathLike, load_torch_file
 
 STAGE_KEYS = {1: "BLIP_Retrieval", 2: "BLIP_NLVR"}
+STAGE1_VIT_CKPT_LAYERS = 4
 STAGE2_FRESH = ("text_encoder.encoder.layer.*.crossattention.output.merge_layer.*", "cls_head.*")
 
 
 def build_stage1(vit: ViTConfig, med: MedConfig, image_size: int, enc_token_id: int, embed_dim: int) -> CirStage1:
-    """Stage 1 as upstream: no drop-path, the ViT's gradient checkpointing irrelevant while it is frozen."""
-    return CirStage1(vit, med, image_size, enc_token_id=enc_token_id, embed_dim=embed_dim, drop_path_rate=0.0)
+    """Stage 1 as upstream (``configs/retrieval_coco.yaml``): no drop-path, gradient checkpointing of the last 4
+    ViT blocks (it saves memory only while the ViT trains, ``--blip-img-tune``; the values are the same)."""
+    return CirStage1(vit, med, image_size, enc_token_id=enc_token_id, embed_dim=embed_dim, drop_path_rate=0.0,
+                     vit_grad_ckpt=True, vit_ckpt_layer=STAGE1_VIT_CKPT_LAYERS)
 
 
 def build_stage2(vit: ViTConfig, med: MedConfig, image_size: int, enc_token_id: int) -> CirStage2:

@@ -2,29 +2,31 @@
 re-ranking moves each target, as a function of its stage-1 position."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 
-from common.io import PathLike
-from reranking_cir.topk import numpy_safe_globals
+from common.errors import InputError
+from common.io import CheckpointError, PathLike, load_torch_file
+
+
+class LabelMismatch(InputError, ValueError):
+    """Stage-1 and stage-2 label files that do not describe the same queries, K or targets."""
 
 
 def check_label_pair(stage1: torch.Tensor, stage2: torch.Tensor, k: int, where: str) -> None:
     """Both tensors bool, width >= ``k``, at most one True per row, and the same rows with a True."""
     for name, labels in (("stage-1", stage1), ("stage-2", stage2)):
         if labels.dtype != torch.bool or labels.dim() != 2:
-            raise ValueError(f"{where}: {name} labels must be a 2-D bool tensor, got {labels.dtype} "
-                             f"{tuple(labels.shape)}")
+            raise LabelMismatch(f"{where}: {name} labels must be a 2-D bool tensor, got {labels.dtype} "
+                                f"{tuple(labels.shape)}")
         if labels.shape[1] < k:
-            raise ValueError(f"{where}: {name} labels have {labels.shape[1]} columns, fewer than --k {k}")
+            raise LabelMismatch(f"{where}: {name} labels have {labels.shape[1]} columns, fewer than --k {k}")
         if (labels[:, :k].sum(1) > 1).any():
-            raise ValueError(f"{where}: {name} labels have a row with more than one True")
+            raise LabelMismatch(f"{where}: {name} labels have a row with more than one True")
     if stage1.shape[0] != stage2.shape[0]:
-        raise ValueError(f"{where}: {stage1.shape[0]} stage-1 rows but {stage2.shape[0]} stage-2 rows")
+        raise LabelMismatch(f"{where}: {stage1.shape[0]} stage-1 rows but {stage2.shape[0]} stage-2 rows")
     if not torch.equal(stage1[:, :k].any(1), stage2[:, :k].any(1)):
-        raise ValueError(f"{where}: the rows with a target in the top {k} differ between stage 1 and stage 2 "
-                         "(re-ranking only permutes the top K; are both files of the same split and K?)")
+        raise LabelMismatch(f"{where}: the rows with a target in the top {k} differ between stage 1 and stage 2 "
+                            "(re-ranking only permutes the top K; are both files of the same split and K?)")
 
 
 def delta_stats(stage1: torch.Tensor, stage2: torch.Tensor, k: int, where: str = "labels") -> dict:
@@ -48,15 +50,19 @@ def delta_stats(stage1: torch.Tensor, stage2: torch.Tensor, k: int, where: str =
             "r1": r1.tolist(), "r2": r2.tolist()}
 
 
-def load_labels(path: PathLike, what: str) -> torch.Tensor:
+def load_labels(path: PathLike, what: str, flag: str | None = None) -> torch.Tensor:
     """Labels ``[N, K]`` from a bare bool tensor (the authors' label files, ``--save-labels``) or from the
-    ``labels`` entry of a top-K file."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: {what} not found")
-    with torch.serialization.safe_globals(numpy_safe_globals()):
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+    ``labels`` entry of a top-K file (NumPy 1.x or 2 pickles). Errors name the file, ``what`` it is and ``flag``:
+    missing, empty, truncated, or holding no labels."""
+    source = f"{flag}: " if flag else ""
+    try:
+        payload = load_torch_file(path, what=what)
+    except FileNotFoundError as error:
+        raise FileNotFoundError(f"{source}{error}") from None
+    except CheckpointError as error:
+        raise CheckpointError(f"{source}{error}") from error
     labels = payload.get("labels") if isinstance(payload, dict) else payload
     if not isinstance(labels, torch.Tensor):
-        raise ValueError(f"{path}: expected {what}: a bool tensor [queries, K] or a top-K file with 'labels'")
+        raise CheckpointError(f"{source}{path}: expected {what}: a bool tensor [queries, K] or a top-K file with "
+                              "'labels'")
     return labels

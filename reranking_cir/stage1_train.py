@@ -6,10 +6,12 @@
         --save-training --save-best --validation-frequency 1 --experiment-name BLIP_stageI_b512_2e-5_cos10 --train
 
 The caption (``[ENC]`` first) cross-attends to the reference image's ViT tokens; in-batch InfoNCE of the queries
-against the frozen target features (``q tᵀ / temp``). Trained: the text encoder, ``text_proj`` and ``temp``; the
-ViT and ``vision_proj`` stay frozen. Writes ``<output-root>/models/CIR_Reranking_stageI_<fiq|cirr>_<time>_<host>/``
-with ``<experiment-name>.json``, ``train_metrics.csv``, ``validation_metrics.csv``, ``training_curves.png``,
-``resume.pt`` and ``saved_models/blip{,_mean,_last,_<epoch>}.pt`` ({'epoch', 'BLIP_Retrieval', ...}).
+against the target features (``q tᵀ / temp``). Trained, in one AdamW group: the text encoder, ``text_proj`` and
+``temp``; the ViT and ``vision_proj`` stay frozen (fp32, no gradient) unless ``--blip-img-tune`` trains them too,
+the ViT under autocast with gradient through references and targets, as the original. Writes
+``<output-root>/models/CIR_Reranking_stageI_<fiq|cirr>_<time>_<host>/`` with ``<experiment-name>.json``,
+``train_metrics.csv``, ``validation_metrics.csv``, ``training_curves.png``, ``resume.pt`` and
+``saved_models/blip{,_mean,_last,_<epoch>}.pt`` ({'epoch', 'BLIP_Retrieval', ...}).
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import argparse
 import random
 import sys
 from functools import partial
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -26,8 +29,8 @@ from transformers import BertTokenizer
 from common.args import setup_runtime
 from common.blip import CirStage1, tokenize
 from common.cir.data import caption_rng, compose_captions, dataset_root, relative_dataset
-from common.dist import DistInfo, cleanup, concat_all_gather
-from common.runtime import autocast, grad_scaler
+from common.dist import DistInfo, all_gather_with_grad, cleanup, concat_all_gather
+from common.runtime import autocast, grad_scaler, run_main
 from common.training.loop import data_parallel, train_loader, train_one_epoch
 from common.training.lr import cosine_lr_schedule
 from reranking_cir.engine import (build_models, build_query_sets, preprocess_from_args, stage1_metrics,
@@ -43,7 +46,7 @@ HYPERPARAMETERS = ("num_epochs", "blip_learning_rate", "blip_max_epoch", "batch_
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_training_args(parser, num_epochs=20)
+    add_training_args(parser, num_epochs=20, img_tune_modules="the ViT and vision_proj")
     return parser
 
 
@@ -59,24 +62,37 @@ class QueryLogits(nn.Module):
         return self.model.logits(self.model(reference_embeds, input_ids, attention_mask), targets)
 
 
-def vit_tokens(model: CirStage1, images: torch.Tensor, chunk: int, grad: bool) -> torch.Tensor:
-    """ViT tokens in chunks of ``--blip-bs`` (fp32, no gradient unless the ViT trains)."""
-    with torch.set_grad_enabled(grad):
-        return torch.cat([model.image_embeds(part) for part in images.split(chunk)])
+def encode_images(encode: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, chunk: int, *, grad: bool,
+                  amp: bool) -> torch.Tensor:
+    """``encode`` over ``images`` in chunks of ``--blip-bs``, returned as fp32. The original runs the frozen ViT in
+    fp32 under no_grad; with ``--blip-img-tune`` (``grad``) under autocast (``amp``) with gradient."""
+    with torch.set_grad_enabled(grad), autocast(images.device, amp):
+        return torch.cat([encode(part).float() for part in images.split(chunk)])
+
+
+def trainable_parameters(model: CirStage1, img_tune: bool) -> list[nn.Parameter]:
+    """Freeze what the original does not train and return the rest (one AdamW group, as the original): the text
+    encoder, ``text_proj`` and ``temp``; with ``img_tune`` also the ViT and ``vision_proj``. (Without it the
+    original leaves ``vision_proj`` trainable, but its frozen targets are encoded under no_grad, so it never gets a
+    gradient and AdamW skips it.)"""
+    if not img_tune:
+        freeze(model.visual_encoder)
+        freeze(model.vision_proj)
+    return [p for p in model.parameters() if p.requires_grad]
 
 
 def stage1_step(batch: tuple, rng: random.Random, *, name: str, model: CirStage1, logits_fn: nn.Module,
                 tokenizer: BertTokenizer, dist: DistInfo, amp: bool, chunk: int,
                 img_tune: bool) -> tuple[torch.Tensor, dict, int]:
     """(InfoNCE loss, {}, batch size) of one batch; targets are gathered over processes (in-batch negatives of
-    the whole batch)."""
+    the whole batch), with their gradient when the ViT trains."""
     references, targets = batch[0].to(dist.device), batch[1].to(dist.device)
     captions = compose_captions(name, batch[2], rng)
-    with torch.no_grad():
-        target_features = model.target_features(vit_tokens(model, targets, chunk, False))
-    reference_embeds = vit_tokens(model, references, chunk, img_tune)
+    reference_embeds = encode_images(model.image_embeds, references, chunk, grad=img_tune, amp=amp and img_tune)
+    target_features = encode_images(lambda x: model.target_features(model.image_embeds(x)), targets, chunk,
+                                    grad=img_tune, amp=amp and img_tune)
     input_ids, mask = tokenize(tokenizer, captions, device=dist.device)
-    all_targets = concat_all_gather(target_features)
+    all_targets = (all_gather_with_grad if img_tune else concat_all_gather)(target_features)
     labels = torch.arange(len(captions), device=dist.device) + dist.rank * len(captions)
     with autocast(dist.device, amp):
         logits = logits_fn(reference_embeds, input_ids, mask, all_targets)
@@ -96,9 +112,7 @@ def main(argv: list[str] | None = None) -> None:
     device, name, amp = dist.device, args.dataset, not args.no_amp
     models = build_models(args, device)
     model = models.stage1
-    freeze(model.vision_proj)  # never gets a gradient upstream either (targets are computed under no_grad)
-    if not args.blip_img_tune:
-        freeze(model.visual_encoder)
+    parameters = trainable_parameters(model, args.blip_img_tune)
     val_sets = build_query_sets(args, name, "val", model.visual_encoder, device)
     if not args.train:
         metrics = validate(models, val_sets, args)
@@ -109,8 +123,7 @@ def main(argv: list[str] | None = None) -> None:
 
     data = relative_dataset(name, dataset_root(name, args.data_root), "train", preprocess_from_args(args))
     loader = train_loader(data, args.batch_size, args.num_workers, dist, args.seed)
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.blip_learning_rate,
-                                  weight_decay=0.05)
+    optimizer = torch.optim.AdamW(parameters, lr=args.blip_learning_rate, weight_decay=0.05)
     scaler = grad_scaler(device, amp)
     logits_fn = data_parallel(QueryLogits(model), dist)
     run = open_run(args, dist, "stageI", {"model": model, "optimizer": optimizer, "scaler": scaler},
@@ -124,7 +137,7 @@ def main(argv: list[str] | None = None) -> None:
                                epoch, device, run.log.tracker, "stage I", accumulation=args.grad_accumulation_step)
         run.log.train(epoch, loss)
         if epoch % args.validation_frequency == 0:
-            if args.blip_img_tune:
+            if args.blip_img_tune:  # the ViT has changed: the gallery tokens are encoded again
                 val_sets = build_query_sets(args, name, "val", model.visual_encoder, device)
             metrics = validate(models, val_sets, args)
             if dist.is_main:
@@ -136,4 +149,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    run_main(main, sys.argv[1:])

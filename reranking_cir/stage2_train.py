@@ -9,10 +9,12 @@
 
 Stage 2 starts from ``model_base.pth`` (twin key duplication; ``merge_layer`` and ``cls_head`` fresh) and sees the
 frozen stage-1 model (``--blip-model-path``) only through ``z_t``, computed as the original does: stage 1 in train
-mode (dropout) on ViT tokens with drop-path. Each batch scores every query against every target of the batch (in-
-batch negatives, cross-entropy over the B x B matrix); each target's cross-attention keys/values are computed once
-per step instead of once per query (``--no-kv-reuse``: the original per-query forwards, same gradients). Every
-validation re-ranks the top-K file (``--top-k-path``, first ``--K-value`` columns). Checkpoints hold 'BLIP_NLVR'.
+mode (dropout), in fp32 outside autocast, on stage 2's ViT tokens with drop-path. The ViT stays frozen (fp32, no
+gradient) unless ``--blip-img-tune`` trains it through the targets, under autocast, as the original. Each batch
+scores every query against every target of the batch (in-batch negatives, cross-entropy over the B x B matrix); each
+target's cross-attention keys/values are computed once per step instead of once per query (``--no-kv-reuse``: the
+original per-query forwards, same gradients). Every validation re-ranks the top-K file (``--top-k-path``, first
+``--K-value`` columns). Checkpoints hold 'BLIP_NLVR'.
 """
 from __future__ import annotations
 
@@ -28,26 +30,26 @@ from transformers import BertTokenizer
 from common.args import setup_runtime
 from common.blip import CirStage1, CirStage2, tokenize
 from common.cir.data import caption_rng, compose_captions, dataset_root, relative_dataset
-from common.dist import DistInfo, cleanup, concat_all_gather
-from common.runtime import autocast, grad_scaler
+from common.dist import DistInfo, all_gather_with_grad, cleanup, concat_all_gather
+from common.runtime import autocast, grad_scaler, run_main
 from common.training.loop import data_parallel, train_loader, train_one_epoch
 from common.training.lr import cosine_lr_schedule
 from reranking_cir.engine import (add_stage2_eval_args, build_models, build_query_sets, gallery_tokens_for_stage2,
                                   load_set_topk, preprocess_from_args, rerank, resolve_stage_path, stage2_metrics)
 from reranking_cir.models import STAGE_KEYS, freeze
 from reranking_cir.paths import top_k_pattern
-from reranking_cir.stage1_train import vit_tokens
+from reranking_cir.stage1_train import encode_images
 from reranking_cir.training import add_training_args, hyperparameters, open_run, save_checkpoints
 from reranking_cir.validate import print_metrics
 
 HYPERPARAMETERS = ("num_epochs", "blip_learning_rate", "blip_max_epoch", "batch_size", "blip_bs",
                    "validation_frequency", "transform", "target_ratio", "save_training", "save_best",
-                   "grad_accumulation_step", "K_value", "kv_reuse")
+                   "grad_accumulation_step", "K_value", "blip_img_tune", "kv_reuse")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_training_args(parser, num_epochs=300)
+    add_training_args(parser, num_epochs=300, img_tune_modules="the ViT, through the targets")
     parser.add_argument("--top-k-path", required=True,
                         help="stage-1 top-K file of the val split for the per-epoch validation, or the alias "
                              "BLIP_stageI_b512_2e-5_cos10 (CIRR) / BLIP_stageI_b512_2e-5_cos20 (FashionIQ); DTYPE "
@@ -77,17 +79,29 @@ class PairScores(nn.Module):
                             for i in range(len(z_t))])
 
 
+def trainable_parameters(stage1: CirStage1, stage2: CirStage2, img_tune: bool) -> list[nn.Parameter]:
+    """Freeze stage 1 entirely and stage 2's ViT unless ``img_tune``; return the rest of stage 2 (one AdamW group,
+    as the original)."""
+    freeze(stage1)
+    if not img_tune:
+        freeze(stage2.visual_encoder)
+    return [p for p in stage2.parameters() if p.requires_grad]
+
+
 def stage2_step(batch: tuple, rng, *, name: str, stage1: CirStage1, stage2: CirStage2, scores_fn: nn.Module,
-                tokenizer: BertTokenizer, dist: DistInfo, amp: bool, chunk: int) -> tuple[torch.Tensor, dict, int]:
-    """(cross-entropy over the batch's candidates, {}, batch size); targets are gathered over processes."""
+                tokenizer: BertTokenizer, dist: DistInfo, amp: bool, chunk: int,
+                img_tune: bool = False) -> tuple[torch.Tensor, dict, int]:
+    """(cross-entropy over the batch's candidates, {}, batch size); targets are gathered over processes, with their
+    gradient when the ViT trains. ``z_t`` is computed in fp32 under no_grad, outside autocast, as the original."""
     references, targets = batch[0].to(dist.device), batch[1].to(dist.device)
     captions = compose_captions(name, batch[2], rng)
     input_ids, mask = tokenize(tokenizer, captions, device=dist.device)
+    # the references reach the loss only through z_t (no gradient), so the ViT trains through the targets alone
+    reference_embeds = encode_images(stage2.image_embeds, references, chunk, grad=False, amp=amp and img_tune)
+    target_embeds = encode_images(stage2.image_embeds, targets, chunk, grad=img_tune, amp=amp and img_tune)
+    target_embeds = (all_gather_with_grad if img_tune else concat_all_gather)(target_embeds)
     with torch.no_grad():
-        reference_embeds = vit_tokens(stage2, references, chunk, False)
-        target_embeds = concat_all_gather(vit_tokens(stage2, targets, chunk, False))
-        with autocast(dist.device, amp):
-            z_t = stage1(reference_embeds, input_ids, mask, return_raw=True)
+        z_t = stage1(reference_embeds, input_ids, mask, return_raw=True)
     labels = torch.arange(len(captions), device=dist.device) + dist.rank * len(captions)
     with autocast(dist.device, amp):
         scores = scores_fn(z_t, input_ids, mask, target_embeds)
@@ -112,9 +126,8 @@ def main(argv: list[str] | None = None) -> None:
     device, name, amp = dist.device, args.dataset, not args.no_amp
     args.blip_model_path = str(resolve_stage_path(args.blip_model_path, name, args))
     models = build_models(args, device, args.blip_model_path, stage2=True)
-    stage1, stage2 = freeze(models.stage1), models.stage2
-    if not args.blip_img_tune:
-        freeze(stage2.visual_encoder)
+    stage1, stage2 = models.stage1, models.stage2
+    parameters = trainable_parameters(stage1, stage2, args.blip_img_tune)
     val_sets = build_query_sets(args, name, "val", stage1.visual_encoder, device)
     topks = [load_set_topk(args, query_set, args.top_k_path, name, "val", args.K_value) for query_set in val_sets]
     if not args.train:
@@ -126,19 +139,18 @@ def main(argv: list[str] | None = None) -> None:
 
     data = relative_dataset(name, dataset_root(name, args.data_root), "train", preprocess_from_args(args))
     loader = train_loader(data, args.batch_size, args.num_workers, dist, args.seed)
-    optimizer = torch.optim.AdamW([p for p in stage2.parameters() if p.requires_grad], lr=args.blip_learning_rate,
-                                  weight_decay=0.05)
+    optimizer = torch.optim.AdamW(parameters, lr=args.blip_learning_rate, weight_decay=0.05)
     scaler = grad_scaler(device, amp)
     scores_fn = data_parallel(PairScores(stage2, args.kv_reuse), dist)
     params = hyperparameters(args, HYPERPARAMETERS, world_size=dist.world_size, blip_model_path=args.blip_model_path,
                              top_k_path=top_k_pattern(args.top_k_path, name, models_root=args.models_root))
     run = open_run(args, dist, "stageII", {"model": stage2, "optimizer": optimizer, "scaler": scaler}, params)
     step = partial(stage2_step, name=name, stage1=stage1, stage2=stage2, scores_fn=scores_fn,
-                   tokenizer=models.tokenizer, dist=dist, amp=amp, chunk=args.blip_bs)
+                   tokenizer=models.tokenizer, dist=dist, amp=amp, chunk=args.blip_bs, img_tune=args.blip_img_tune)
     for epoch in range(run.start_epoch, args.num_epochs):
         cosine_lr_schedule(optimizer, epoch, args.blip_max_epoch, args.blip_learning_rate, 0.0)
         stage1.train()  # z_t with dropout, as the original
-        stage2.train()  # drop-path in the frozen ViT, as the original
+        stage2.train()  # drop-path in the ViT, as the original
         loss = train_one_epoch(loader, partial(step, rng=caption_rng(args.seed, dist.rank, epoch)), optimizer, scaler,
                                epoch, device, run.log.tracker, "stage II", accumulation=args.grad_accumulation_step)
         run.log.train(epoch, loss)
@@ -153,4 +165,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    run_main(main, sys.argv[1:])

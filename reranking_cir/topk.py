@@ -20,10 +20,12 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from common.io import PathLike, atomic_torch_save
+from common.errors import InputError
+from common.io import PathLike, atomic_torch_save, load_torch_file
+from reranking_cir.rerank import LARGEST_RECALL
 
 
-class TopKError(ValueError):
+class TopKError(InputError, ValueError):
     """A top-K file that does not fit the split, category, gallery or K it is used with."""
 
 
@@ -63,24 +65,11 @@ def save_topk(topk: TopK, path: PathLike) -> Path:
     return atomic_torch_save(payload, path)
 
 
-def numpy_safe_globals() -> list:
-    try:
-        from numpy._core.multiarray import _reconstruct
-    except ImportError:  # numpy < 2
-        from numpy.core.multiarray import _reconstruct
-    return [_reconstruct, np.ndarray, np.dtype, type(np.dtype("<U1"))]
-
-
 def read_topk(path: PathLike) -> TopK:
-    """Read a top-K file (ours or the released ones) without unpickling anything but tensors and str arrays."""
+    """Read a top-K file (ours or the released ones, pickled under NumPy 1.x or 2) without unpickling anything but
+    tensors and NumPy arrays (``common.io.load_torch_file``); an empty or truncated file is reported as such."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: top-K file not found")
-    try:
-        with torch.serialization.safe_globals(numpy_safe_globals()):
-            payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - re-raised with the file named
-        raise TopKError(f"{path}: not a readable top-K file ({type(error).__name__}: {error})") from error
+    payload = load_torch_file(path, what="top-K file")
     required = ("sorted_index_names", "index_names", "split")
     missing = [key for key in required if not isinstance(payload, dict) or key not in payload]
     if missing:
@@ -101,7 +90,8 @@ def load_topk(path: PathLike, *, k: int, split: str, index_names: Sequence[str],
               target_names: Sequence[str] | None = None, dress_type: str | None = None) -> TopK:
     """Read ``path`` and check it against the evaluation it feeds, as the original dataset classes do:
     ``k`` <= its width, the split, the FashionIQ category, the gallery names (same order), one row per query and,
-    where known, the targets of every query."""
+    where known, the targets of every query. With targets (recalls will be measured), also that it holds the stage-1
+    ranks up to ``LARGEST_RECALL`` (or the whole ranking), which the recalls of the re-ranked lists read."""
     topk = read_topk(path)
     if k > topk.width:
         raise TopKError(f"{path}: holds the top {topk.width} per query, fewer than the requested K = {k}")
@@ -118,6 +108,11 @@ def load_topk(path: PathLike, *, k: int, split: str, index_names: Sequence[str],
     if target_names is not None and (topk.target_names is None or list(topk.target_names) != list(target_names)):
         raise TopKError(f"{path}: its target_names differ from the targets of the {len(target_names)} queries of "
                         f"split {split!r} (caption file order)")
+    needed = min(LARGEST_RECALL, len(index_names) - (topk.dress_type is None))  # CIRR: the reference is left out
+    if target_names is not None and topk.width < needed:
+        raise TopKError(f"{path}: holds the stage-1 top {topk.width} per query, but R@{LARGEST_RECALL} of the "
+                        f"re-ranked lists (re-ranked top K, then stage-1 ranks K+1..) needs the top {needed}; write "
+                        f"the file with validate.py --save-topk --k {needed} or more")
     return topk
 
 

@@ -16,7 +16,9 @@ from common.args import setup_runtime
 from common.cir.evaluation import metrics_json_path
 from common.dist import cleanup
 from common.io import atomic_write_json
-from reranking_cir.engine import (DATASETS, add_image_args, add_port_args, build_models, build_query_sets,
+from common.runtime import run_main
+from common.training.run import check_writable_root
+from reranking_cir.engine import (DATASET_HELP, DATASETS, add_image_args, add_port_args, build_models, build_query_sets,
                                   dataset_name, print_wide_recalls, resolve_stage_path, stage1_metrics,
                                   stage1_scores, stage1_topk)
 from reranking_cir.paths import stage1_run_dir, topk_file_name
@@ -25,7 +27,7 @@ from reranking_cir.topk import save_topk
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", type=dataset_name, required=True, help="should be either 'CIRR' or 'fashionIQ'")
+    parser.add_argument("--dataset", type=dataset_name, required=True, help=DATASET_HELP)
     parser.add_argument("--stage1-path", default=None,
                         help="stage-1 run folder or .pt file ({'epoch', 'BLIP_Retrieval', ...}); relative paths are "
                              "under --models-root (default: the pre-trained BLIP, not fine-tuned)")
@@ -56,6 +58,13 @@ def main(argv: list[str] | None = None) -> dict[str, float] | None:
     stage1_path = resolve_stage_path(args.stage1_path, args.dataset, args)
     if args.save_topk and stage1_path is None and args.topk_dir is None:
         raise ValueError("--save-topk without --stage1-path needs --topk-dir")
+    path = metrics_json_path(args.metrics_json, (stage1_path, args.blip_pretrained_path),
+                             f"stage1_{DATASETS[args.dataset]}_{split}")
+    check_writable_root(path.parent, "--metrics-json")
+    if args.save_topk:
+        folder = Path(args.topk_dir) if args.topk_dir else stage1_run_dir(stage1_path)
+        check_writable_root(folder, "--topk-dir" if args.topk_dir else "--save-topk (the stage-1 run folder; "
+                                                                       "--topk-dir picks another)")
     models = build_models(args, dist.device, stage1_path)
     query_sets = build_query_sets(args, args.dataset, split, models.stage1.visual_encoder, dist.device)
     scores = [stage1_scores(models, query_set, args) for query_set in query_sets]
@@ -63,12 +72,9 @@ def main(argv: list[str] | None = None) -> dict[str, float] | None:
     if dist.is_main:
         metrics = stage1_metrics(query_sets, scores)
         print_metrics(metrics)
-        path = metrics_json_path(args.metrics_json, (stage1_path, args.blip_pretrained_path),
-                                 f"stage1_{DATASETS[args.dataset]}_{split}")
         atomic_write_json(metrics, path, indent=2)
         print(f"metrics written to {path}")
         if args.save_topk:
-            folder = Path(args.topk_dir) if args.topk_dir else stage1_run_dir(stage1_path)
             for query_set, set_scores in zip(query_sets, scores):
                 print_wide_recalls(query_set, set_scores)
                 topk = stage1_topk(query_set, set_scores, split, args.k)
@@ -80,4 +86,4 @@ def main(argv: list[str] | None = None) -> dict[str, float] | None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    run_main(main, sys.argv[1:])

@@ -3,8 +3,10 @@
     python reranking_cir/validate_stage2.py --dataset CIRR --stage1-path <stage-1 run> --stage2-path <stage-2 run> \\
         --top-k-path <cirr_top_200_val.pt or BLIP_stageI_b512_2e-5_cos10> --k 50
 
-Only the first K candidates of each query change order; recalls are measured on the re-ordered list (so CIRR R@50
-equals stage 1's with K = 50). ``--save-labels PATH`` writes the re-ordered label tensor (bool [N, K], the input of
+Only the first K candidates of each query change order; recalls are measured on the final list: the re-ranked top K,
+then stage 1's ranks K+1.. from the top-K file (so R@k for k >= K equals stage 1's; the original measured every
+recall on the K re-ranked columns, so R@50 with K = 20 was R@20). The file must hold the stage-1 top 50 per query,
+or the whole ranking. ``--save-labels PATH`` writes the re-ordered label tensor (bool [N, K], the input of
 plot_ranking_delta.py; FashionIQ: ``DTYPE`` in PATH becomes each category). Candidate keys/values are computed once
 per image (``--kv-reuse``, default) unless ``--no-kv-reuse`` asks for the original per-query forwards.
 """
@@ -18,7 +20,9 @@ from common.args import setup_runtime
 from common.cir.evaluation import metrics_json_path
 from common.dist import cleanup
 from common.io import atomic_torch_save, atomic_write_json
-from reranking_cir.engine import (DATASETS, add_image_args, add_port_args, add_stage2_eval_args,
+from common.runtime import run_main
+from common.training.run import check_writable_root
+from reranking_cir.engine import (DATASET_HELP, DATASETS, add_image_args, add_port_args, add_stage2_eval_args,
                                   add_stage_path_args, build_models,
                                   build_query_sets, dataset_name, gallery_tokens_for_stage2, load_set_topk,
                                   resolve_stage_path, rerank, stage2_metrics)
@@ -28,7 +32,7 @@ from reranking_cir.validate import print_metrics
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", type=dataset_name, required=True, help="should be either 'CIRR' or 'fashionIQ'")
+    parser.add_argument("--dataset", type=dataset_name, required=True, help=DATASET_HELP)
     add_stage_path_args(parser, (1, 2))
     add_image_args(parser)
     parser.add_argument("--top-k-path", required=True,
@@ -59,8 +63,13 @@ def labels_path(path: str, dress_type: str | None) -> Path:
 def main(argv: list[str] | None = None) -> dict[str, float] | None:
     args = build_parser().parse_args(argv)
     dist = setup_runtime(args)
+    stage2_path = resolve_stage_path(args.stage2_path, args.dataset, args)
+    path = metrics_json_path(args.metrics_json, (stage2_path,), f"stage2_{DATASETS[args.dataset]}_k{args.k}")
+    check_writable_root(path.parent, "--metrics-json")
+    if args.save_labels:
+        check_writable_root(Path(args.save_labels).parent, "--save-labels")
     models = build_models(args, dist.device, resolve_stage_path(args.stage1_path, args.dataset, args), stage2=True,
-                          stage2_path=resolve_stage_path(args.stage2_path, args.dataset, args))
+                          stage2_path=stage2_path)
     query_sets = build_query_sets(args, args.dataset, "val", models.stage1.visual_encoder, dist.device)
     results = []
     for query_set in query_sets:
@@ -71,8 +80,6 @@ def main(argv: list[str] | None = None) -> dict[str, float] | None:
     if dist.is_main:
         metrics = stage2_metrics(results)
         print_metrics(metrics)
-        path = metrics_json_path(args.metrics_json, (resolve_stage_path(args.stage2_path, args.dataset, args),),
-                                 f"stage2_{DATASETS[args.dataset]}_k{args.k}")
         atomic_write_json(metrics, path, indent=2)
         print(f"metrics written to {path}")
         if args.save_labels:
@@ -85,4 +92,4 @@ def main(argv: list[str] | None = None) -> dict[str, float] | None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    run_main(main, sys.argv[1:])

@@ -69,7 +69,9 @@ def test_batched_equals_per_query_on_random_weights():
     reference = stage2_scores(model, queries, candidates, lambda rows: gallery[rows], kv_reuse=False)
     batched = stage2_scores(model, queries, candidates, lambda rows: gallery[rows], pair_batch=4, image_chunk=4)
     torch.testing.assert_close(batched, reference, atol=1e-5, rtol=0)
-    assert torch.equal(batched.argsort(1, descending=True), reference.argsort(1, descending=True))
+    # the same order, up to the tie of the repeated candidate (its two scores may differ in the last bit)
+    in_batched_order = reference.gather(1, batched.argsort(1, descending=True))
+    assert (in_batched_order[:, :-1] - in_batched_order[:, 1:] >= -1e-6).all()
     assert reference.std() > 1e-3  # the check is not vacuous
 
 

@@ -51,14 +51,14 @@ def cirr_runs(tiny) -> dict:
                        "--validation-frequency", "1", "--save-training", "--save-best", "--output-root", str(out),
                        "--experiment-name", "s1", "--blip-learning-rate", "1e-4"])
     stage1_run, = (out / "models").glob("CIR_Reranking_stageI_cirr_*")
-    validate.main(["--dataset", "CIRR", *args, "--stage1-path", str(stage1_run), "--save-topk", "--k", "5",
+    validate.main(["--dataset", "CIRR", *args, "--stage1-path", str(stage1_run), "--save-topk", "--k", "11",
                    "--metrics-json", str(out / "s1.json")])
     stage2_train.main(["--dataset", "cirr", *args, "--train", "--num-epochs", "1", "--batch-size", "3",
                        "--validation-frequency", "1", "--save-training", "--output-root", str(out),
-                       "--blip-model-path", str(stage1_run), "--top-k-path", str(stage1_run / "cirr_top_5_val.pt"),
+                       "--blip-model-path", str(stage1_run), "--top-k-path", str(stage1_run / "cirr_top_11_val.pt"),
                        "--K-value", "3"])
     stage2_run, = (out / "models").glob("CIR_Reranking_stageII_cirr_*")
-    return {"stage1": stage1_run, "stage2": stage2_run, "topk": stage1_run / "cirr_top_5_val.pt"}
+    return {"stage1": stage1_run, "stage2": stage2_run, "topk": stage1_run / "cirr_top_11_val.pt"}
 
 
 def test_help_lists_the_original_flags_and_defaults():
@@ -91,22 +91,22 @@ def test_stage1_run_folder_and_checkpoints(cirr_runs):
 
 def test_topk_file_of_validate(tiny, cirr_runs):
     topk = read_topk(cirr_runs["topk"])
-    assert topk.split == "val" and topk.sorted_index_names.shape == (6, 5)
-    assert topk.labels.shape == (6, 5) and topk.group_labels.shape == (6, 5)
+    assert topk.split == "val" and topk.sorted_index_names.shape == (6, 11)  # the whole ranking of 12 - 1 images
+    assert topk.labels.shape == (6, 11) and topk.group_labels.shape == (6, 5)
     assert topk.group_labels.sum(1).tolist() == [1] * 6  # the target is one of the 5 non-reference members
     captions = json.loads((tiny["data"] / "cirr_dataset/cirr/captions/cap.rc2.val.json").read_text())
     assert topk.target_names == [entry["target_hard"] for entry in captions]
     for row, entry in zip(topk.sorted_index_names.tolist(), captions):
         assert entry["reference"] not in row
     metrics = json.loads((tiny["out"] / "s1.json").read_text())
-    assert metrics["recall_at5"] == pytest.approx(100 * topk.labels.any(1).double().mean().item())
+    assert metrics["recall_at5"] == pytest.approx(100 * topk.labels[:, :5].any(1).double().mean().item())
 
 
 def test_stage2_checkpoint_and_reranking(tiny, cirr_runs):
     checkpoint = torch.load(cirr_runs["stage2"] / "saved_models" / "blip_0.pt", weights_only=True)
     assert set(checkpoint) == {"epoch", "BLIP_NLVR", "optimizer_state_dict"}
-    params = json.loads((cirr_runs["stage2"] / "None.json").read_text())
-    assert params["top_k_path"].endswith("cirr_top_5_val.pt") and params["K_value"] == 3
+    params = json.loads((cirr_runs["stage2"] / "training_hyperparameters.json").read_text())
+    assert params["top_k_path"].endswith("cirr_top_11_val.pt") and params["K_value"] == 3
     common = ["--dataset", "CIRR", *tiny["args"], "--stage1-path", str(cirr_runs["stage1"]),
               "--stage2-path", str(cirr_runs["stage2"] / "saved_models" / "blip_0.pt"),
               "--top-k-path", str(cirr_runs["topk"]), "--k", "4"]
@@ -120,7 +120,8 @@ def test_stage2_checkpoint_and_reranking(tiny, cirr_runs):
     topk = read_topk(cirr_runs["topk"])
     assert labels.dtype == torch.bool and labels.shape == (6, 4)
     assert torch.equal(labels.any(1), topk.labels[:, :4].any(1))  # only the order inside the top 4 changes
-    assert batched["recall_at50"] == pytest.approx(100 * topk.labels[:, :4].any(1).double().mean().item())
+    for k in (5, 10, 50):  # final lists: the re-ranked top 4, then stage-1 ranks 5..11
+        assert batched[f"recall_at{k}"] == pytest.approx(stage1[f"recall_at{k}"])
     assert stage1["recall_at50"] == 100.0
     stats = plot_ranking_delta.main(["--dataset", "CIRR", "--stage1-topk", str(cirr_runs["topk"]), "--stage2-labels",
                                      str(labels_path), "--k", "4", "--out-dir", str(tiny["out"] / "fig"),
@@ -154,24 +155,24 @@ def test_cirr_submissions(tiny, cirr_runs):
 
 def test_fashioniq_chain_with_dtype_paths(tiny, cirr_runs):
     out, args = tiny["out"], tiny["args"]
-    validate.main(["--dataset", "fashionIQ", *args, "--save-topk", "--k", "6", "--topk-dir", str(out / "fiq"),
+    validate.main(["--dataset", "fashionIQ", *args, "--save-topk", "--k", "8", "--topk-dir", str(out / "fiq"),
                    "--metrics-json", str(out / "fiq1.json")])
-    assert sorted(p.name for p in (out / "fiq").iterdir()) == [f"fiq_top_6_val_{t}.pt"
+    assert sorted(p.name for p in (out / "fiq").iterdir()) == [f"fiq_top_8_val_{t}.pt"
                                                                for t in ("dress", "shirt", "toptee")]
-    topk = read_topk(out / "fiq" / "fiq_top_6_val_shirt.pt")
-    assert topk.dress_type == "shirt" and topk.sorted_index_names.shape == (6, 6)
+    topk = read_topk(out / "fiq" / "fiq_top_8_val_shirt.pt")
+    assert topk.dress_type == "shirt" and topk.sorted_index_names.shape == (6, 8)
     metrics = validate_stage2.main(["--dataset", "fashionIQ", *args, "--stage1-path",
                                     str(cirr_runs["stage1"] / "saved_models" / "blip_mean.pt"), "--stage2-path",
                                     str(cirr_runs["stage2"] / "saved_models" / "blip_0.pt"), "--top-k-path",
-                                    str(out / "fiq" / "fiq_top_6_val_DTYPE.pt"), "--k", "6",
+                                    str(out / "fiq" / "fiq_top_8_val_DTYPE.pt"), "--k", "6",
                                     "--metrics-json", str(out / "fiq2.json")])
     assert set(metrics) == {f"{t}_recall_at{k}" for t in ("dress", "toptee", "shirt") for k in (10, 50)} | {
         "average_recall_at10", "average_recall_at50", "average_recall"}
-    with pytest.raises(ValueError, match="fiq_top_6_val_dress.pt.*fewer than the requested K = 7"):
+    with pytest.raises(ValueError, match="fiq_top_8_val_dress.pt.*fewer than the requested K = 9"):
         validate_stage2.main(["--dataset", "fashionIQ", *args, "--stage1-path",
                               str(cirr_runs["stage1"] / "saved_models" / "blip_mean.pt"), "--stage2-path",
                               str(cirr_runs["stage2"] / "saved_models" / "blip_0.pt"), "--top-k-path",
-                              str(out / "fiq" / "fiq_top_6_val_DTYPE.pt"), "--k", "7"])
+                              str(out / "fiq" / "fiq_top_8_val_DTYPE.pt"), "--k", "9"])
 
 
 def test_wrong_checkpoint_kind_is_named(tiny, cirr_runs):
@@ -202,12 +203,12 @@ def _run(script: str, argv: list[str], nproc: int = 0) -> None:
 @pytest.mark.slow
 def test_two_gloo_processes_match_one(tiny, cirr_runs, tmp_path):
     common = ["--dataset", "CIRR", *tiny["args"], "--stage1-path", str(cirr_runs["stage1"])]
-    _run("validate", [*common, "--save-topk", "--k", "5", "--topk-dir", str(tmp_path / "two"),
+    _run("validate", [*common, "--save-topk", "--k", "11", "--topk-dir", str(tmp_path / "two"),
                       "--metrics-json", str(tmp_path / "two.json")], nproc=2)
     _run("validate_stage2", [*common, "--stage2-path", str(cirr_runs["stage2"] / "saved_models" / "blip_0.pt"),
                              "--top-k-path", str(cirr_runs["topk"]), "--k", "4",
                              "--metrics-json", str(tmp_path / "two_stage2.json")], nproc=2)
-    one, two = read_topk(cirr_runs["topk"]), read_topk(tmp_path / "two" / "cirr_top_5_val.pt")
+    one, two = read_topk(cirr_runs["topk"]), read_topk(tmp_path / "two" / "cirr_top_11_val.pt")
     assert np.array_equal(one.sorted_index_names, two.sorted_index_names) and torch.equal(one.labels, two.labels)
     assert json.loads((tmp_path / "two.json").read_text()) == json.loads((tiny["out"] / "s1.json").read_text())
     assert json.loads((tmp_path / "two_stage2.json").read_text()) == json.loads((tiny["out"] / "s2.json").read_text())

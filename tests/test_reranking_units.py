@@ -17,11 +17,11 @@ from reranking_cir.topk import TopKError, build_topk, load_topk, read_topk, save
 NAMES = [f"img{i}" for i in range(6)]
 
 
-def _cirr_topk():
+def _cirr_topk(k: int = 4):
     order = torch.tensor([[1, 2, 3, 4, 5], [0, 2, 4, 5, 3], [5, 4, 3, 0, 1]])
     targets = torch.tensor([3, 0, 1])
     group = torch.tensor([[2, 3, 4, 5, 0], [2, 0, 4, 5, 3], [5, 4, 3, 1, 0]])
-    return build_topk(order, NAMES, "val", 4, targets, group)
+    return build_topk(order, NAMES, "val", k, targets, group)
 
 
 def test_topk_round_trip_in_the_original_layout(tmp_path):
@@ -34,7 +34,7 @@ def test_topk_round_trip_in_the_original_layout(tmp_path):
     assert raw["labels"][2].any().item() is False  # target img1 is outside the top 4
     assert raw["group_labels"].tolist()[1] == [False, True, False, False, False]
     assert raw["target_names"] == ["img3", "img0", "img1"] and raw["split"] == "val"
-    back = load_topk(path, k=4, split="val", index_names=NAMES, n_queries=3, target_names=["img3", "img0", "img1"])
+    back = read_topk(path)
     assert np.array_equal(back.sorted_index_names, raw["sorted_index_names"])
     assert back.index_rows(2).tolist() == [[1, 2], [0, 2], [5, 4]]
 
@@ -50,16 +50,17 @@ def test_fiq_topk_keeps_its_category(tmp_path):
 
 
 @pytest.mark.parametrize("change, message", [
-    (dict(k=5), "top 4 per query, fewer than the requested K = 5"),
+    (dict(k=6), "top 5 per query, fewer than the requested K = 6"),
     (dict(split="test1"), "split 'val', expected 'test1'"),
     (dict(index_names=NAMES[::-1]), "index_names"),
     (dict(n_queries=4), "3 rows for the 4 queries"),
     (dict(target_names=["img3", "img0", "img2"]), "target_names differ"),
 ])
 def test_topk_checks_name_the_file(tmp_path, change, message):
-    path = save_topk(_cirr_topk(), tmp_path / "cirr_top_4_val.pt")
+    path = save_topk(_cirr_topk(5), tmp_path / "cirr_top_5_val.pt")
     kwargs = dict(k=4, split="val", index_names=NAMES, n_queries=3, target_names=["img3", "img0", "img1"])
-    with pytest.raises(TopKError, match=f"cirr_top_4_val.pt.*{message}"):
+    assert load_topk(path, **kwargs).width == 5
+    with pytest.raises(TopKError, match=f"cirr_top_5_val.pt.*{message}"):
         load_topk(path, **{**kwargs, **change})
 
 
