@@ -16,10 +16,11 @@ import numpy as np
 import torch
 
 from common.io import atomic_write_json, read_json
-from common.runtime import progress, seed_everything
+from common.runtime import progress, run_main, seed_everything
+from common.training.run import check_writable_root
 from ratta.cli import add_model_args, choose_device, load_model
 from ratta.core import RattaConfig, adapt_batch
-from ratta.data import IMAGENET_KEYS, STANDARD_KEYS, get_spec, read_test_set
+from ratta.data import IMAGENET_KEYS, STANDARD_KEYS, check_classnames, get_spec, original_classnames
 from ratta.embeddings import embedding_path, load_embeddings
 from ratta.loop import adapt_sample, class_blocks
 from ratta.pre_extract import classnames_path
@@ -36,10 +37,10 @@ def build_parser(imagenet: bool) -> argparse.ArgumentParser:
     script = "ratta_after_extract_imagenet.py" if imagenet else "ratta_after_extract.py"
     parser = argparse.ArgumentParser(description=f"RA-TTA stage 2 ({script}): retrieval-augmented test-time "
                                                  f"adaptation from pre-extracted embeddings.")
-    parser.add_argument("--db_root", type=str, default=None, help="folder holding the DB files (required)")
+    parser.add_argument("--db_root", type=str, required=True, help="folder holding the DB files")
     parser.add_argument("--tst_embedding_root", type=str, default="./test_embedding",
                         help="reads <root>/<net>/<seed>/<dataset>.pth (default ./test_embedding)")
-    parser.add_argument("--dataset", type=str, default=None, help=f"one of: {' '.join(keys)} (required)")
+    parser.add_argument("--dataset", type=str, required=True, help=f"one of: {' '.join(keys)}")
     parser.add_argument("--database", type=str, default="LAION2B",
                         help="DB file prefix: <db_root>/<database>_<dataset>_aux_<net> (default LAION2B)")
     add_model_args(parser, seed=42)
@@ -67,8 +68,8 @@ def build_parser(imagenet: bool) -> argparse.ArgumentParser:
     group.add_argument("--descriptions_dir", default="./descriptions",
                        help="folder of CuPL_prompts_<dataset>.json (default ./descriptions)")
     group.add_argument("--classnames", default=None,
-                       help="class names: a JSON list, or a data root to read them from the dataset (default: "
-                            "<dataset>.classnames.json next to the embeddings, else the description JSON's keys)")
+                       help="a JSON list of class names to use instead of the original's (default: the original's "
+                            "list of --dataset, the keys of the authors' description files)")
     group.add_argument("--db_subsample", type=float, default=0.75,
                        help="fraction of the shared ImageNet DB kept for imagenet_1k/v2/sketch (default 0.75)")
     group.add_argument("--db_subsample_mode", choices=("randint", "permutation"), default="randint",
@@ -115,19 +116,24 @@ def get_logger(log_file: Path) -> logging.Logger:
     return logger
 
 
-def resolve_classnames(args: argparse.Namespace, embeddings: Path, num_classes: int) -> list[str]:
-    if args.classnames is not None and Path(args.classnames).is_dir():
-        return read_test_set(args.dataset, args.classnames)[1]
-    source = Path(args.classnames) if args.classnames else classnames_path(embeddings)
-    if source.is_file():
-        names = read_json(source, "a JSON list of class names")
-    else:
-        source = description_file(args.descriptions_dir, args.dataset)
-        names = list(read_json(source, "a JSON object {class name: [description, ...]}"))
-    if not isinstance(names, list) or len(names) != num_classes:
-        raise ValueError(f"{source}: expected {num_classes} class names for {args.dataset}, found "
-                         f"{len(names) if isinstance(names, list) else type(names).__name__}; pass --classnames")
+def read_classnames(path: Path, dataset: str, num_classes: int) -> list[str]:
+    """A JSON list of ``num_classes`` class names."""
+    names = read_json(path, "a JSON list of class names")
+    if not isinstance(names, list) or len(names) != num_classes or not all(isinstance(n, str) for n in names):
+        found = f"{len(names)} entries" if isinstance(names, list) else type(names).__name__
+        raise ValueError(f"{path}: expected a JSON list of {num_classes} class names for {dataset}, found {found}")
     return names
+
+
+def resolve_classnames(args: argparse.Namespace, embeddings: Path, num_classes: int) -> list[str]:
+    """``--classnames`` verbatim, else the original's list; the ``<dataset>.classnames.json`` that stage 1 wrote
+    next to the embeddings is checked against it (the labels of the embeddings index those names)."""
+    if args.classnames:
+        return read_classnames(Path(args.classnames), args.dataset, num_classes)
+    stored = classnames_path(embeddings)
+    if stored.is_file():
+        check_classnames(args.dataset, read_classnames(stored, args.dataset, num_classes), str(stored))
+    return original_classnames(args.dataset)
 
 
 def warn_if_not_unit(rows, source: str, sample: int = 10_000) -> None:
@@ -143,13 +149,23 @@ def topk_hits(probs: torch.Tensor, labels: torch.Tensor, k: int) -> torch.Tensor
     return (top == labels[:, None]).any(dim=1)
 
 
+def check_outputs(args: argparse.Namespace, log_file: Path) -> None:
+    """Fail before any work when the log or ``--results_json`` cannot be written."""
+    check_writable_root(log_file.parent, "--output_dir")
+    if args.results_json:
+        results = Path(args.results_json)
+        if results.is_dir():
+            raise IsADirectoryError(f"--results_json {results}: is a folder, expected a file name")
+        check_writable_root(results.parent, "--results_json")
+
+
 def run(args: argparse.Namespace, imagenet: bool) -> dict:
-    if args.db_root is None or args.dataset is None:
-        raise SystemExit("--db_root and --dataset are required")
     spec = get_spec(args.dataset, imagenet=imagenet)
+    log_file = Path(args.output_dir) / args.net_name.replace("/", "_") / f"{args.dataset}_log.txt"
+    check_outputs(args, log_file)
     device = choose_device(args)
     seed_everything(args.seed)
-    log = get_logger(Path(args.output_dir) / args.net_name.replace("/", "_") / f"{args.dataset}_log.txt")
+    log = get_logger(log_file)
     log.info(f"Seed: {args.seed}")
     log.info(f"Augmentation size: {args.augmentation_size}")
     log.info(f"# descriptions: {args.top_k_d}")
@@ -245,4 +261,4 @@ def adapt_all(args, x, views, banks, index, db, scale, cfg) -> tuple[torch.Tenso
 
 
 def main(imagenet: bool, argv: list[str] | None = None) -> None:
-    run(build_parser(imagenet).parse_args(argv), imagenet)
+    run_main(lambda args: run(build_parser(imagenet).parse_args(args), imagenet), argv)

@@ -5,14 +5,16 @@ import argparse
 
 import torch
 
-from common.clip import ClipRetrievalWrapper, load_clip
+from common.clip import CLIP_MODELS, ClipRetrievalWrapper, load_clip
 
 
 def add_model_args(parser: argparse.ArgumentParser, seed: int) -> argparse.ArgumentParser:
     """--net_name, --seed, --gpu, --max_threads (upstream) and --device, --weights, --allow_download,
     --download_root (ours)."""
     parser.add_argument("--net_name", type=str, default="ViT-B/16",
-                        help="CLIP backbone (default ViT-B/16); '/' becomes '_' in output paths (ViT-B_16)")
+                        help=f"CLIP backbone, one of {', '.join(CLIP_MODELS)} (default ViT-B/16); with --weights "
+                             f"any label works (it only names the outputs); '/' becomes '_' in output paths "
+                             f"(ViT-B_16)")
     parser.add_argument("--seed", type=int, default=seed,
                         help=f"seed of python/numpy/torch, also the embedding sub-folder (default {seed})")
     parser.add_argument("--gpu", type=int, default=None,

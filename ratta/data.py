@@ -1,14 +1,17 @@
 """The 17 RA-TTA test sets in their original layouts, one registry (RA-TTA:src/dataloader/*.py).
 
-Each reader returns the test items ``[(image path, 0-based label)]`` and the class names (with ``_`` as spaces,
-the keys of the description JSON). Class names come from the dataset's own files (the CoOp split JSON, FGVC's
-``variants.txt``, CUB's ``classes.txt``, the Caltech-256 folders, ImageNet's ``classnames.txt``), except for DTD
-and RESISC45, whose lists are fixed here. A missing split file raises (upstream silently builds a random split).
+Each reader returns the test items ``[(image path, 0-based label)]`` and the class names found in the dataset's own
+files (the CoOp split JSON, FGVC's ``variants.txt``, CUB's ``classes.txt``, the Caltech-256 folders, ImageNet's
+``classnames.txt``; DTD and RESISC45 take the original's list). The prompts and the description lookup use the original's
+hard-coded lists instead (``original_classnames``, stored in ``original_classnames.json``), indexed by label; the
+file names are only checked against them. A missing split file raises (upstream silently builds a random split).
 """
 from __future__ import annotations
 
+import functools
 import json
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -16,25 +19,66 @@ from typing import Callable
 from PIL import Image
 from torch.utils.data import Dataset
 
+from common.io import read_json
 from ratta.templates import PRE_TEMPLATES, TEMPLATES
 
 Items = list[tuple[str, int]]
 
-DTD_CLASSES = (
-    "banded", "blotchy", "braided", "bubbly", "bumpy", "chequered", "cobwebbed", "cracked", "crosshatched",
-    "crystalline", "dotted", "fibrous", "flecked", "freckled", "frilly", "gauzy", "grid", "grooved", "honeycombed",
-    "interlaced", "knitted", "lacelike", "lined", "marbled", "matted", "meshed", "paisley", "perforated", "pitted",
-    "pleated", "polka-dotted", "porous", "potholed", "scaly", "smeared", "spiralled", "sprinkled", "stained",
-    "stratified", "striped", "studded", "swirly", "veined", "waffled", "woven", "wrinkled", "zigzagged",
-)
-RESISC45_CLASSES = (
-    "airplane", "airport", "baseball_diamond", "basketball_court", "beach", "bridge", "chaparral", "church",
-    "circular_farmland", "cloud", "commercial_area", "dense_residential", "desert", "forest", "freeway",
-    "golf_course", "ground_track_field", "harbor", "industrial_area", "intersection", "island", "lake", "meadow",
-    "medium_residential", "mobile_home_park", "mountain", "overpass", "palace", "parking_lot", "railway",
-    "railway_station", "rectangular_farmland", "river", "roundabout", "runway", "sea_ice", "ship", "snowberg",
-    "sparse_residential", "stadium", "storage_tank", "tennis_court", "terrace", "thermal_power_station", "wetland",
-)
+ORIGINAL_CLASSNAMES_FILE = Path(__file__).with_name("original_classnames.json")
+
+
+@functools.cache
+def _original_lists() -> dict[str, dict]:
+    return read_json(ORIGINAL_CLASSNAMES_FILE, "the original's class-name lists")["lists"]
+
+
+def _original_raw(key: str) -> list[str]:
+    """The list of ``key`` as written in the original code (``_`` not yet replaced)."""
+    entry = _original_lists()[key]
+    if "names" in entry:
+        return list(entry["names"])
+    base = _original_lists()["imagenet_1k"]["names"]
+    return [base[i] for i in entry["imagenet_1k_indices"]]
+
+
+def original_classnames(key: str) -> list[str]:
+    """The class names RA-TTA's scripts use for dataset ``key``, in label order, ``_`` replaced by a space as the
+    scripts do (RA-TTA:src/dataloader/*.py); the authors' CuPL JSON keys equal them."""
+    return _names(_original_raw(key))
+
+
+def _spelling(name: str) -> str:
+    """``name`` without case, ``'s``, spaces, ``_``, ``-`` and other punctuation, for comparing spellings."""
+    return re.sub(r"[^0-9a-z]", "", name.lower().replace("'s", ""))
+
+
+def classname_differences(key: str, found: list[str]) -> list[tuple[int, str, str]]:
+    """``(label, name in the dataset's files, original name)`` for each label whose two names differ beyond spelling
+    and beyond the renames the original made by hand (``dataset_files`` in the JSON, e.g. FGVC's 'Tornado')."""
+    renamed = {_spelling(name): _spelling(spelling)
+               for name, spelling in _original_lists()[key].get("dataset_files", {}).items()}
+    differences = []
+    for label, (file_name, name) in enumerate(zip(found, original_classnames(key))):
+        if _spelling(file_name) not in (_spelling(name), renamed.get(_spelling(name))):
+            differences.append((label, file_name, name))
+    return differences
+
+
+def check_classnames(key: str, found: list[str], source: str) -> None:
+    """Warn, naming both spellings, where the class names of ``source`` differ from the original's list of ``key``
+    (see ``classname_differences``): labels are mapped to the original names by position."""
+    differences = classname_differences(key, found)
+    if differences:
+        shown = "; ".join(f"label {label}: {file_name!r} vs {name!r}" for label, file_name, name in differences[:10])
+        more = f" (and {len(differences) - 10} more)" if len(differences) > 10 else ""
+        warnings.warn(f"{source}: {len(differences)} of {len(found)} {key} class names differ from the original's "
+                      f"list (dataset files vs original): {shown}{more}. Labels map to the original names by position "
+                      f"and those are used; check that the dataset's class order is the original's",
+                      stacklevel=2)
+
+
+DTD_CLASSES = tuple(_original_raw("dtd"))
+RESISC45_CLASSES = tuple(_original_raw("resisc45"))
 
 
 def _require(path: Path, what: str) -> Path:
@@ -245,12 +289,14 @@ def get_spec(key: str, imagenet: bool | None = None) -> DatasetSpec:
 
 
 def read_test_set(key: str, root: str | Path) -> tuple[Items, list[str]]:
-    """Test items and class names of dataset ``key`` under ``root``; the class count is checked."""
+    """Test items of dataset ``key`` under ``root`` and the original's class names (``original_classnames``); the
+    class count and the names in the dataset's files are checked against them (``check_classnames``)."""
     spec = get_spec(key)
     items, names = spec.reader(Path(root))
     if len(names) != spec.num_classes:
         raise ValueError(f"{key} under {root}: found {len(names)} classes, expected {spec.num_classes}")
-    return items, names
+    check_classnames(key, names, f"{key} under {root}")
+    return items, original_classnames(key)
 
 
 class TestImages(Dataset):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from common.io import atomic_torch_save, load_torch_file
+from common.io import CheckpointError, atomic_torch_save, load_torch_file
 from ratta.vector_db import net_tag
 
 SAVE_FORMATS = ("list", "stacked")
@@ -37,7 +37,11 @@ def load_embeddings(path: str | Path, aug_size: int | None = None) -> tuple[torc
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no test embeddings; run ratta_pre_extract.py with the same --net_name, "
                                 f"--seed and --dataset first")
-    data = load_torch_file(path)
+    try:
+        data = load_torch_file(path, what="test-embedding file")
+    except CheckpointError as error:
+        raise CheckpointError(f"{error} ratta_pre_extract.py writes it: run it again with the same --net_name, "
+                              f"--seed and --dataset.") from None
     if isinstance(data, dict) and {"x", "views", "y"} <= set(data):
         x, views, y = data["x"], data["views"], data["y"]
     elif isinstance(data, list) and data and all(isinstance(item, (tuple, list)) and len(item) == 3 for item in data):

@@ -9,7 +9,6 @@ chunks. Under ``torch.distributed.run`` the chunks are shared out over the ranks
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 from pathlib import Path
 
@@ -18,8 +17,9 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms as T
 
 from common.dist import barrier, init_distributed
-from common.io import atomic_torch_save, atomic_write_json, load_torch_file
-from common.runtime import progress, seed_everything
+from common.io import CheckpointError, atomic_torch_save, atomic_write_json, load_torch_file, read_json
+from common.runtime import note_stop, progress, run_main, seed_everything
+from common.training.run import check_writable_root
 from common.transforms import CLIP_MEAN, CLIP_STD, clip_preprocess
 from ratta.cli import add_model_args, choose_device, load_model
 from ratta.data import IMAGENET_KEYS, STANDARD_KEYS, TestImages, get_spec, read_test_set
@@ -31,8 +31,8 @@ def build_parser(imagenet: bool) -> argparse.ArgumentParser:
     script = "ratta_pre_extract_imagenet.py" if imagenet else "ratta_pre_extract.py"
     parser = argparse.ArgumentParser(description=f"RA-TTA stage 1 ({script}): CLIP embeddings of each test image "
                                                  f"and its random views.")
-    parser.add_argument("--root", type=str, default=None, help="data root holding the dataset folders (required)")
-    parser.add_argument("--dataset", type=str, default=None, help=f"one of: {' '.join(keys)} (required)")
+    parser.add_argument("--root", type=str, required=True, help="data root holding the dataset folders")
+    parser.add_argument("--dataset", type=str, required=True, help=f"one of: {' '.join(keys)}")
     add_model_args(parser, seed=42 if imagenet else 0)
     parser.add_argument("--save_dir", type=str, default="./test_embedding",
                         help="writes <save_dir>/<net>/<seed>/<dataset>.pth (default ./test_embedding)")
@@ -87,13 +87,13 @@ def encode_chunk(model, loader: DataLoader, desc: str) -> dict[str, torch.Tensor
 
 def run(args: argparse.Namespace, imagenet: bool, max_new_chunks: int | None = None) -> Path | None:
     """Extract (resuming finished chunks) and write the output file on rank 0. ``max_new_chunks`` stops early
-    without writing it, as a killed run would (for tests)."""
-    if args.root is None or args.dataset is None:
-        raise SystemExit("--root and --dataset are required")
+    without writing it, as a killed run would (for tests). Ctrl-C or SIGTERM (under ``run_main``) stops with one
+    line saying how many images are done and kept."""
     get_spec(args.dataset, imagenet=imagenet)
+    out = embedding_path(args.save_dir, args.net_name, args.seed, args.dataset)
+    check_writable_root(out.parent, "--save_dir")
     info = init_distributed(choose_device(args))
     seed_everything(args.seed)
-    out = embedding_path(args.save_dir, args.net_name, args.seed, args.dataset)
     if info.is_main:
         print(str(out.with_suffix("")))
         print(f"seed: {args.seed}, augmentation size: {args.augmentation_size}")
@@ -110,6 +110,8 @@ def run(args: argparse.Namespace, imagenet: bool, max_new_chunks: int | None = N
     barrier()
     chunks = range(-(-len(items) // args.chunk_size))
     dataset = ViewImages(TestImages(items, _identity), order, n_px, args.augmentation_size, args.seed)
+    note_stop(lambda: f"{images_done(partial, len(items), args.chunk_size)} of {len(items)} images done, kept in "
+                      f"{partial}/; run the same command again to continue")
     done_now = 0
     for chunk in chunks[info.rank::info.world_size]:
         target = partial / f"chunk_{chunk:06d}.pt"
@@ -124,7 +126,7 @@ def run(args: argparse.Namespace, imagenet: bool, max_new_chunks: int | None = N
         done_now += 1
     barrier()
     if info.is_main:
-        parts = [load_torch_file(partial / f"chunk_{chunk:06d}.pt") for chunk in chunks]
+        parts = [load_chunk(partial / f"chunk_{chunk:06d}.pt") for chunk in chunks]
         x, views, y = (torch.cat([part[key] for part in parts]) for key in ("x", "views", "y"))
         save_embeddings(out, x, views, y, args.save_format,
                         {"net_name": args.net_name, "seed": args.seed, "aug_size": args.augmentation_size})
@@ -135,8 +137,24 @@ def run(args: argparse.Namespace, imagenet: bool, max_new_chunks: int | None = N
     return out
 
 
+def load_chunk(path: Path) -> dict[str, torch.Tensor]:
+    """A finished chunk; a damaged one names the file and how to redo it."""
+    try:
+        return load_torch_file(path, what="pre-extraction chunk")
+    except CheckpointError as error:
+        raise CheckpointError(f"{error} Delete {path} and run the same command again to encode that chunk "
+                              f"anew.") from None
+
+
+def images_done(partial: Path, num_images: int, chunk_size: int) -> int:
+    """How many of the ``num_images`` images have their chunk saved under ``partial``."""
+    starts = [int(path.stem.removeprefix("chunk_")) * chunk_size for path in partial.glob("chunk_*.pt")]
+    return sum(min(chunk_size, num_images - start) for start in starts if start < num_images)
+
+
 def classnames_path(embedding_file: Path) -> Path:
-    """``<dataset>.classnames.json`` next to the embeddings: the class names after-extract uses by default."""
+    """``<dataset>.classnames.json`` next to the embeddings: the class names stage 1 used (the original's list),
+    which after-extract checks against its own."""
     return embedding_file.with_name(embedding_file.stem + ".classnames.json")
 
 
@@ -144,7 +162,7 @@ def check_partial(partial: Path, meta: dict, is_main: bool) -> None:
     """Create ``partial/meta.json``, or check that an existing one came from the same settings."""
     meta_file = partial / "meta.json"
     if meta_file.is_file():
-        stored = json.loads(meta_file.read_text())
+        stored = read_json(meta_file, "the settings of the unfinished run")
         if stored != meta:
             diff = {key: (stored.get(key), value) for key, value in meta.items() if stored.get(key) != value}
             raise ValueError(f"{partial}: unfinished run with other settings {diff} (stored, now); delete the "
@@ -154,4 +172,4 @@ def check_partial(partial: Path, meta: dict, is_main: bool) -> None:
 
 
 def main(imagenet: bool, argv: list[str] | None = None) -> None:
-    run(build_parser(imagenet).parse_args(argv), imagenet)
+    run_main(lambda args: run(build_parser(imagenet).parse_args(args), imagenet), argv)

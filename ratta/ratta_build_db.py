@@ -17,7 +17,8 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from common.runtime import progress
+from common.runtime import progress, run_main
+from common.training.run import check_writable_root
 from common.transforms import clip_preprocess
 from ratta.cli import add_model_args, choose_device, load_model
 from ratta.retrieval import build_ivf_index, faiss, recall_against_exact
@@ -28,8 +29,10 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--image_root", default=None, help="folder of images, scanned recursively (required "
-                                                           "unless --from_embeddings)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--image_root", default=None, help="folder of images, scanned recursively")
+    source.add_argument("--from_embeddings", default=None,
+                        help="an .npy [N, D] of embeddings to normalise and wrap instead of encoding images")
     parser.add_argument("--dataset", required=True, help="dataset key used in the output name")
     parser.add_argument("--database", default="LAION2B", help="output name prefix (default LAION2B)")
     parser.add_argument("--db_root", default="./db_embedding", help="output folder (default ./db_embedding)")
@@ -37,8 +40,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch_size", type=int, default=256, help="images per forward pass (default 256)")
     parser.add_argument("--num_workers", type=int, default=4, help="data-loader workers (default 4)")
     parser.add_argument("--skip_bad", action="store_true", help="skip unreadable images (listed) instead of failing")
-    parser.add_argument("--from_embeddings", default=None,
-                        help="an .npy [N, D] of embeddings to normalise and wrap instead of encoding images")
     parser.add_argument("--index", choices=("flat", "ivf"), default="flat",
                         help="'ivf' also writes <db file>.ivf.faiss, a faiss IndexIVFFlat (default flat)")
     parser.add_argument("--nlist", type=int, default=1024, help="IVF lists (default 1024)")
@@ -94,6 +95,8 @@ def encode_folder(args: argparse.Namespace, device: torch.device) -> tuple[np.nd
 
 def main(argv: list[str] | None = None) -> Path:
     args = build_parser().parse_args(argv)
+    out_path = db_path(args.db_root, args.database, args.dataset, args.net_name)
+    check_writable_root(out_path.parent, "--db_root")
     if args.from_embeddings:
         source = Path(args.from_embeddings)
         if not source.is_file():
@@ -102,13 +105,10 @@ def main(argv: list[str] | None = None) -> Path:
         if rows.ndim != 2:
             raise ValueError(f"{source}: expected an array [N, D], got shape {rows.shape}")
         paths, n_px = [f"row_{i}" for i in range(rows.shape[0])], None
-    elif args.image_root:
-        rows, paths, n_px = encode_folder(args, choose_device(args))
     else:
-        raise SystemExit("pass --image_root or --from_embeddings")
+        rows, paths, n_px = encode_folder(args, choose_device(args))
     embedding = normalize_rows(rows)
-    out, npz = save_db(db_path(args.db_root, args.database, args.dataset, args.net_name), embedding, paths,
-                       args.net_name, n_px)
+    out, npz = save_db(out_path, embedding, paths, args.net_name, n_px)
     print(f"DB of {embedding.shape[0]} rows x {embedding.shape[1]} written to {out} and {npz}")
     if args.index == "ivf":
         index = build_ivf_index(embedding, args.nlist)
@@ -123,4 +123,4 @@ def main(argv: list[str] | None = None) -> Path:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from common.io import file_size_text
+
 try:
     import faiss
 except ImportError:  # faiss is optional: the torch backend needs nothing else
@@ -65,7 +67,12 @@ class VectorIndex:
             raise ImportError("reading a faiss index needs the faiss package (pip install faiss-cpu)")
         if not Path(path).is_file():
             raise FileNotFoundError(f"{path}: no faiss index; build it with ratta_build_db.py --index ivf")
-        index = faiss.read_index(str(path))
+        try:
+            index = faiss.read_index(str(path))
+        except RuntimeError:
+            state = "empty" if Path(path).stat().st_size == 0 else "truncated or damaged"
+            raise ValueError(f"{path}: cannot read the faiss index ({state}, {file_size_text(path)} on disk); "
+                             f"rebuild it with ratta_build_db.py --index ivf") from None
         if hasattr(index, "nprobe"):
             index.nprobe = nprobe
         self = cls.__new__(cls)

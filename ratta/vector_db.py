@@ -10,12 +10,13 @@ from __future__ import annotations
 import io
 import json
 import pickle
+import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
-from common.io import atomic_write
+from common.io import atomic_write, file_size_text
 
 FORMAT_VERSION = 1
 
@@ -52,25 +53,47 @@ def save_db(path: str | Path, embedding: np.ndarray, paths: list[str], net_name:
     return path, npz
 
 
+def read_db_file(path: Path, read: Callable[[Path], Any]) -> Any:
+    """``read(path)``; an empty, truncated or damaged file is reported as such, naming it."""
+    redo = "download it again or rebuild it with ratta/ratta_build_db.py"
+    if path.stat().st_size == 0:
+        raise ValueError(f"{path}: the DB file is empty (0 bytes); {redo}")
+    try:
+        return read(path)
+    except (EOFError, OSError, ValueError, zipfile.BadZipFile, pickle.UnpicklingError) as error:
+        raise ValueError(f"{path}: truncated, damaged or not a DB file ({file_size_text(path)} on disk; "
+                         f"{type(error).__name__}: {error}); {redo}") from None
+
+
+def _read_npz(path: Path) -> tuple[dict[str, Any], list[str]]:
+    """The 'embedding' and 'meta' arrays of an ``.npz`` (the only ones used) and the names of all its arrays."""
+    with np.load(path, allow_pickle=False) as data:
+        return {key: data[key] for key in ("embedding", "meta") if key in data}, list(data.keys())
+
+
+def _read_pickle(path: Path) -> Any:
+    with open(path, "rb") as handle:
+        return pickle.load(handle)
+
+
 def load_db(path: str | Path, trust_pickle: bool = False) -> dict[str, Any]:
     """``{'embedding': float16 [N, D], 'net_name': ... or None, 'source': file read}`` from ``<path>.npz``,
     ``<path>.npy`` or (only with ``trust_pickle``) the pickle ``<path>``."""
     path = Path(path)
     npz, npy = path.with_name(path.name + ".npz"), path.with_name(path.name + ".npy")
     if npz.is_file():
-        with np.load(npz, allow_pickle=False) as data:
-            if "embedding" not in data:
-                raise ValueError(f"{npz}: no 'embedding' array (found {list(data.keys())})")
-            meta = json.loads(str(data["meta"])) if "meta" in data else {}
-            record = {"embedding": data["embedding"], **meta, "source": str(npz)}
+        data, names = read_db_file(npz, _read_npz)
+        if "embedding" not in data:
+            raise ValueError(f"{npz}: no 'embedding' array (found {names})")
+        meta = json.loads(str(data["meta"])) if "meta" in data else {}
+        record = {"embedding": data["embedding"], **meta, "source": str(npz)}
     elif npy.is_file():
-        record = {"embedding": np.load(npy, allow_pickle=False), "source": str(npy)}
+        record = {"embedding": read_db_file(npy, lambda file: np.load(file, allow_pickle=False)), "source": str(npy)}
     elif path.is_file():
         if not trust_pickle:
             raise PermissionError(f"{path}: the DB is a pickle and unpickling runs code; pass --trust_pickle if you "
                                   f"trust this file, or convert it to {npz.name} / {npy.name}")
-        with open(path, "rb") as handle:
-            loaded = pickle.load(handle)
+        loaded = read_db_file(path, _read_pickle)
         if not isinstance(loaded, dict) or "embedding" not in loaded:
             raise ValueError(f"{path}: expected a pickled dict with an 'embedding' array [N, D]")
         record = {**loaded, "source": str(path)}

@@ -32,6 +32,11 @@ def test_unknown_key_lists_valid_ones():
         get_spec("dtd", imagenet=True)
 
 
+def read_files(key: str, root: Path):
+    """The test items and the class names in the dataset's own files (``read_test_set`` returns the original's)."""
+    return get_spec(key).reader(root)
+
+
 def touch_image(path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.new("RGB", (8, 8)).save(path)
@@ -47,13 +52,13 @@ def coop_split(path: Path, names: list[str], test: list[tuple[str, int]]) -> Non
 def test_coop_reader_joins_paths_and_derives_names(tmp_path):
     names = [f"dish_{i}" for i in range(101)]
     coop_split(tmp_path / "food-101" / "split_zhou_Food101.json", names, [("dish_3/a.jpg", 3), ("dish_0/b.jpg", 0)])
-    items, classnames = read_test_set("food101", tmp_path)
+    items, classnames = read_files("food101", tmp_path)
     assert items == [(str(tmp_path / "food-101" / "images" / "dish_3/a.jpg"), 3),
                      (str(tmp_path / "food-101" / "images" / "dish_0/b.jpg"), 0)]
     assert classnames[:2] == ["dish 0", "dish 1"]
     coop_split(tmp_path / "stanford_cars" / "split_zhou_StanfordCars.json", [f"car{i}" for i in range(196)],
                [("cars_test/00001.jpg", 5)])
-    items, _ = read_test_set("stanford_cars", tmp_path)
+    items, _ = read_files("stanford_cars", tmp_path)
     assert items == [(str(tmp_path / "stanford_cars" / "cars_test/00001.jpg"), 5)]
 
 
@@ -73,7 +78,7 @@ def test_fgvc_reader(tmp_path):
     variants = [f"7{i:02d}-200" for i in range(100)]
     (base / "variants.txt").write_text("\n".join(variants) + "\n")
     (base / "images_variant_test.txt").write_text("1514522 707-200\n0056978 799-200\n")
-    items, names = read_test_set("fgvc_aircraft", tmp_path)
+    items, names = read_files("fgvc_aircraft", tmp_path)
     assert items == [(str(base / "images" / "1514522.jpg"), 7), (str(base / "images" / "0056978.jpg"), 99)]
     assert names == variants
     (base / "images_variant_test.txt").write_text("1 A380\n")
@@ -101,7 +106,7 @@ def test_cub_reader(tmp_path):
     (base / "images.txt").write_text("1 001.Bird_1/a.jpg\n2 002.Bird_2/b.jpg\n3 200.Bird_200/c.jpg\n")
     (base / "image_class_labels.txt").write_text("1 1\n2 2\n3 200\n")
     (base / "train_test_split.txt").write_text("1 1\n2 0\n3 0\n")
-    items, names = read_test_set("cub200", tmp_path)
+    items, names = read_files("cub200", tmp_path)
     assert items == [(str(base / "images" / "002.Bird_2/b.jpg"), 1), (str(base / "images" / "200.Bird_200/c.jpg"), 199)]
     assert names[0] == "Bird 1" and len(names) == 200
 
@@ -116,7 +121,7 @@ def test_caltech256_reader_skips_faces_easy_and_shifts_labels(tmp_path):
     test = [["253.faces-easy-101/y.jpg", 252, "faces"], ["257.clutter/z.jpg", 256, "clutter"],
             ["010.thing9/w.jpg", 9, "thing9"]]
     (base / "split_Caltech256.json").write_text(json.dumps({"train": train, "val": [], "test": test}))
-    items, names = read_test_set("caltech256", tmp_path)
+    items, names = read_files("caltech256", tmp_path)
     root = base / "256_ObjectCategories"
     assert items == [(str(root / "257.clutter/z.jpg"), 255), (str(root / "010.thing9/w.jpg"), 9)]
     assert names[0] == "ak47" and names[255] == "clutter" and len(names) == 256
@@ -133,15 +138,15 @@ def test_imagenet_family_readers(tmp_path):
     for wnid in wnids:
         (tmp_path / "imagenet" / "images" / "val" / wnid).mkdir(parents=True)
     touch_image(tmp_path / "imagenet" / "images" / "val" / wnids[5] / "a.JPEG")
-    items, names = read_test_set("imagenet_1k", tmp_path)
+    items, names = read_files("imagenet_1k", tmp_path)
     assert [label for _, label in items] == [5] and names[5] == "name 5"
     for wnid in wnids[::5]:
         touch_image(tmp_path / "imagenet-adversarial" / wnid / "x.jpg")
-    items, names = read_test_set("imagenet_adversarial", tmp_path)
+    items, names = read_files("imagenet_adversarial", tmp_path)
     assert len(names) == 200 and names[1] == "name 5" and items[1][1] == 1
     for i in range(1000):
         touch_image(tmp_path / "imagenetv2" / str(i) / "x.jpeg")
-    items, names = read_test_set("imagenet_v2", tmp_path)
+    items, names = read_files("imagenet_v2", tmp_path)
     order = sorted(map(str, range(1000)))
     assert names[:4] == [f"name {order[k]}" for k in range(4)] == ["name 0", "name 1", "name 10", "name 100"]
     assert [label for _, label in items][:3] == [0, 1, 2]

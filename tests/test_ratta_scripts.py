@@ -59,25 +59,25 @@ def after_args(setup, *extra, imagenet=False):
     return after_extract.build_parser(imagenet).parse_args(argv)
 
 
-UPSTREAM_DEFAULTS = {
-    "pre": {"root": None, "dataset": None, "net_name": "ViT-B/16", "seed": 0, "gpu": None, "max_threads": 4,
-            "save_dir": "./test_embedding", "augmentation_size": 100},
-    "after": {"db_root": None, "tst_embedding_root": "./test_embedding", "dataset": None, "database": "LAION2B",
-              "net_name": "ViT-B/16", "seed": 42, "gpu": None, "max_threads": 4, "output_dir": "./logs/ratta",
-              "augmentation_size": 100, "top_k_d": 20, "top_k_s": 20, "qthres": 0.75},
+UPSTREAM_DEFAULTS = {  # --root, --dataset and --db_root have no default (required here; upstream crashed without)
+    "pre": {"net_name": "ViT-B/16", "seed": 0, "gpu": None, "max_threads": 4, "save_dir": "./test_embedding",
+            "augmentation_size": 100},
+    "after": {"tst_embedding_root": "./test_embedding", "database": "LAION2B", "net_name": "ViT-B/16", "seed": 42,
+              "gpu": None, "max_threads": 4, "output_dir": "./logs/ratta", "augmentation_size": 100, "top_k_d": 20,
+              "top_k_s": 20, "qthres": 0.75},
 }
 
 
 def test_cli_defaults_equal_upstream():
     for imagenet, seed, q in ((False, 0, 0.75), (True, 42, 0.90)):
-        pre = vars(pre_extract.build_parser(imagenet).parse_args([]))
+        pre = vars(pre_extract.build_parser(imagenet).parse_args(["--root", "data", "--dataset", "x"]))
         assert {key: pre[key] for key in UPSTREAM_DEFAULTS["pre"]} == {**UPSTREAM_DEFAULTS["pre"], "seed": seed}
-        after = vars(after_extract.build_parser(imagenet).parse_args([]))
+        after = vars(after_extract.build_parser(imagenet).parse_args(["--db_root", "db", "--dataset", "x"]))
         assert {key: after[key] for key in UPSTREAM_DEFAULTS["after"]} == {**UPSTREAM_DEFAULTS["after"], "qthres": q}
         assert (after["impl"], after["min_desc"], after["ot_reg"], after["ot_iters"], after["ot_stop"]) == \
             ("batched", 5, 0.1, 100, 1e-2)
         assert (after["db_subsample"], after["db_subsample_mode"]) == (0.75, "randint")
-    build = vars(ratta_build_db.build_parser().parse_args(["--dataset", "dtd"]))
+    build = vars(ratta_build_db.build_parser().parse_args(["--dataset", "dtd", "--image_root", "web"]))
     assert (build["database"], build["db_root"], build["batch_size"], build["num_workers"], build["skip_bad"]) == \
         ("LAION2B", "./db_embedding", 256, 4, False)
 
