@@ -18,11 +18,12 @@ from pathlib import Path
 from common.args import setup_runtime
 from common.cir.evaluation import query_scores
 from common.cir.frozen import encode_texts
-from common.cirr_submission import add_submission_args, write_checked_submission
+from common.cirr_submission import add_submission_args, submission_folder, write_checked_submission
 from common.dist import cleanup
 from common.metrics.cir import cirr_rankings
-from mlcl.engine import (ImageEncoder, TextEncoder, add_evaluation_args, add_port_args, evaluation_models,
-                         output_root_from_env, query_sets)
+from common.runtime import run_main
+from mlcl.engine import (ImageEncoder, TextEncoder, add_evaluation_args, add_port_args, check_cache_dir,
+                         evaluation_models, output_root_from_env, query_sets)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,6 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> tuple[Path, Path] | None:
     args = build_parser().parse_args(argv)
     dist = setup_runtime(args)
+    folder = submission_folder(args.output_root, args.submission_name, folder_per_name=True)
+    check_cache_dir(args)
     model, info, combine = evaluation_models(args, dist.device)
     query_set, = query_sets(args, "cirr", "test1", ImageEncoder(model, dist.device), dist.device,
                             info["input_resolution"], args.clip_model_path)
@@ -45,7 +48,6 @@ def main(argv: list[str] | None = None) -> tuple[Path, Path] | None:
         texts = encode_texts(TextEncoder(model, dist.device), query_set.captions)
         recall, recall_subset = cirr_rankings(query_scores(query_set, texts, combine).cpu(), query_set.reference_idx,
                                               query_set.members_idx, query_set.gallery_names)
-        folder = Path(args.output_root) / "submission" / "CIRR" / args.submission_name
         files = write_checked_submission(folder, args.submission_name, query_set.pairids, recall, recall_subset,
                                          min(50, len(query_set.gallery_names) - 1))
     cleanup()
@@ -53,4 +55,4 @@ def main(argv: list[str] | None = None) -> tuple[Path, Path] | None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    run_main(main, sys.argv[1:])

@@ -8,6 +8,8 @@ The query is normalize(E_img(reference) + E_txt(caption)), the target normalize(
 cross-entropy over 100 · query · targetᵀ. AdamW (eps 1e-7), AMP on CUDA. The model stays in eval mode, so BatchNorm
 statistics never change while its affine parameters train. With ``--encoder text`` the frozen image features of the
 train triplets and of the validation galleries are computed once. Chain stages with ``--clip_model_ckpt``.
+On CUDA the loaded CLIP weights are rounded to fp16 values first, as the original's fp16 ``clip.load`` does
+(``--clip-fp32`` keeps them exact); training then keeps fp32 weights under autocast, as the original.
 
 Writes ``<output-root>/models-finetune/<fiq|clip_shoes|cirr>_<model>_<timestamp>/`` with
 ``training_hyperparameters.json``, ``train_metrics.csv``, ``validation_metrics.csv``, ``training_curves.png``,
@@ -34,13 +36,14 @@ from common.cir.frozen import FrozenImages, encode_texts
 from common.cir.selection import save_validated
 from common.clip import CLIP
 from common.dist import DistInfo, all_gather_with_grad, cleanup
-from common.runtime import autocast, get_logger, grad_scaler, seed_everything
+from common.runtime import autocast, get_logger, grad_scaler, run_main, seed_everything
 from common.training.loop import data_parallel, train_loader, train_one_epoch
 from common.training.run import TrainingRun, preflight
-from mlcl.engine import (EXTRACT_BATCH_SIZE, ImageEncoder, TextEncoder, add_clip_args, add_image_args, add_port_args,
-                         add_saving_args, build_clip, clip_cache_key, data_root, dataset_name, default_run_name,
-                         hyperparameters, load_clip_checkpoint, adapt_output_args, preprocess_for, query_sets,
-                         selected_checkpoints, short_model_name, sum_fusion, tokenize_captions, train_image_table)
+from mlcl.engine import (EXTRACT_BATCH_SIZE, ImageEncoder, TextEncoder, adapt_output_args, add_clip_args,
+                         add_image_args, add_port_args, add_saving_args, build_clip, check_cache_dir, clip_cache_key,
+                         clip_precision, data_root, dataset_name, default_run_name, hyperparameters, preprocess_for,
+                         query_sets, selected_checkpoints, short_model_name, sum_fusion, tokenize_captions,
+                         train_image_table)
 
 RUN_SUBDIR = "models-finetune"
 logger = get_logger("mlcl.clip_fine_tune")
@@ -62,7 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="what trains: text (everything but visual.*), image (only visual.*) or both "
                              "(default both)")
     parser.add_argument("--learning-rate", type=float, default=2e-6, help="AdamW learning rate (default 2e-6)")
-    parser.add_argument("--batch-size", type=int, default=512, help="triplets per step, all processes together under torchrun (default 512)")
+    parser.add_argument("--batch-size", type=int, default=512,
+                        help="triplets per step, all processes together under torchrun (default 512)")
     add_saving_args(parser, validation_frequency=1)
     add_image_args(parser)
     parser.add_argument("--clip_model_ckpt", "--clip-model-ckpt", dest="clip_model_ckpt", default="",
@@ -130,26 +134,28 @@ def main(argv: list[str] | None = None) -> None:
     root = data_root(args, name)
     prefix = f"{RUN_PREFIX[name]}_{short_model_name(args.clip_model_name)}"
     args.run_name = default_run_name(args, prefix)
-    params = hyperparameters(args, HYPERPARAMETERS, clip_model_ckpt=args.clip_model_ckpt, world_size=dist.world_size)
+    params = hyperparameters(args, HYPERPARAMETERS, clip_precision(device, args.clip_fp32),
+                             clip_model_ckpt=args.clip_model_ckpt, world_size=dist.world_size)
     preflight(args, params)
+    check_cache_dir(args)
 
-    model, info = build_clip(args, device)
-    if args.clip_model_ckpt:
-        load_clip_checkpoint(model, args.clip_model_ckpt, args)
+    model, info = build_clip(args, device, args.clip_model_ckpt)
     apply_encoder_choice(model, args.encoder)
     model.eval()
     dim = info["input_resolution"]
     preprocess = preprocess_for(args, dim)
     image_encoder, text_encoder = ImageEncoder(model, device), TextEncoder(model, device)
+    # the frozen image features of --encoder text: the original encodes them under autocast at every step
+    table_encoder = ImageEncoder(model, device, amp and info["precision"] == "fp16")
     visual_frozen = args.encoder == "text"
     fixed_val_sets = (query_sets(args, name, "val", image_encoder, device, dim, args.clip_model_ckpt)
                       if visual_frozen else None)
 
     train_set = relative_dataset(name, root, "train", preprocess)
     if visual_frozen:
-        key = clip_cache_key(args, args.clip_model_ckpt, dim, what="train images", root=str(root))
-        table, rows = train_image_table(train_set, image_encoder, device, args, preprocess, EXTRACT_BATCH_SIZE, key)
-        images, data, workers = FrozenImages(image_encoder, device, table), TripletRows(train_set, rows, False), 0
+        key = clip_cache_key(args, args.clip_model_ckpt, dim, table_encoder, what="train images", root=str(root))
+        table, rows = train_image_table(train_set, table_encoder, device, args, preprocess, EXTRACT_BATCH_SIZE, key)
+        images, data, workers = FrozenImages(table_encoder, device, table), TripletRows(train_set, rows, False), 0
     else:
         images, data, workers = None, train_set, args.num_workers
     loader = train_loader(data, args.batch_size, workers, dist, args.seed)
@@ -182,4 +188,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    run_main(main, sys.argv[1:])

@@ -10,6 +10,9 @@ logged per epoch in loss_terms.csv). Adam with two groups: every Combiner parame
 ``loss_weight`` at --loss-weight-lr. CLIP is frozen: the reference, target and caption features of the train
 triplets are computed once; only the augmented reference view (a random crop/colour/flip/perspective of the
 reference) is encoded at every step (``--no-feature-cache`` re-encodes everything per step, as the original).
+On CUDA, as the original: CLIP weights rounded to fp16 values after loading, validation features computed in fp32,
+training features (table and augmented view) by the fp16 CLIP. ``--clip-fp32`` keeps the weights exact and the
+features fp32 (the augmented view under autocast unless --no-amp).
 
 Writes ``<output-root>/dev-models-combiner/<fiq|shoes|cirr>_learnT_<t>[_<batch>]_<model>_<timestamp>/`` with the
 JSON, CSVs (per-term losses in ``loss_terms.csv``), curves, ``resume.pt`` and
@@ -34,17 +37,17 @@ from common.cir.frozen import FrozenImages, FrozenTexts, encode_texts
 from common.cir.selection import save_validated
 from common.dist import DistInfo, cleanup
 from common.features import extract_features
-from common.runtime import autocast, get_logger, grad_scaler, seed_everything
+from common.runtime import autocast, get_logger, grad_scaler, run_main, seed_everything
 from common.training.checkpoint import unwrap
 from common.training.loop import data_parallel, train_loader, train_one_epoch
 from common.training.run import TrainingRun, preflight
 from mlcl.augment import image_aug_transform
 from mlcl.combiner import FUSION_WEIGHTS, Combiner, label_offset, mlcl_loss
-from mlcl.engine import (AugmentedRows, EpochMeans, ImageEncoder, TextEncoder, add_clip_args, add_combiner_dims,
-                         add_image_args, add_port_args, add_saving_args, build_clip, clip_cache_key, data_root,
-                         dataset_name, default_run_name, hyperparameters, load_clip_checkpoint, adapt_output_args,
-                         preprocess_for, query_sets, selected_checkpoints, short_model_name, TermLog,
-                         train_image_table, warm_restart_lr)
+from mlcl.engine import (AugmentedRows, EpochMeans, ImageEncoder, TermLog, TextEncoder, adapt_output_args,
+                         add_clip_args, add_combiner_dims, add_image_args, add_port_args, add_saving_args, build_clip,
+                         check_cache_dir, clip_cache_key, data_root, dataset_name, default_run_name,
+                         frozen_training_clip, hyperparameters, preprocess_for, query_sets, selected_checkpoints,
+                         short_model_name, train_image_table, warm_restart_lr)
 
 RUN_SUBDIR = "dev-models-combiner"
 logger = get_logger("mlcl.combiner_train")
@@ -67,7 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "(default: the pre-trained CLIP)")
     parser.add_argument("--combiner-lr", type=float, default=2e-5,
                         help="Adam learning rate of every Combiner parameter except loss_weight (default 2e-5)")
-    parser.add_argument("--batch-size", type=int, default=1024, help="triplets per step, all processes together under torchrun (default 1024)")
+    parser.add_argument("--batch-size", type=int, default=1024,
+                        help="triplets per step, all processes together under torchrun (default 1024)")
     parser.add_argument("--clip-bs", type=int, default=32,
                         help="chunk size of frozen CLIP image encoding (default 32)")
     add_saving_args(parser, validation_frequency=3)
@@ -160,22 +164,22 @@ def main(argv: list[str] | None = None) -> None:
     root = data_root(args, name)
     args.run_name = default_run_name(args, run_prefix(args))
 
-    model, info = build_clip(args, device)
-    if args.clip_model_path:
-        load_clip_checkpoint(model, args.clip_model_path, args)
-    else:
+    model, info = build_clip(args, device, args.clip_model_path)
+    if not args.clip_model_path:
         logger.warning("no --clip-model-path: the Combiner trains on the pre-trained CLIP")
     model.requires_grad_(False).eval()
-    dim, feature_dim = info["input_resolution"], info["embed_dim"]
+    dim, feature_dim, precision = info["input_resolution"], info["embed_dim"], info["precision"]
     aug_dim = args.aug_dim or dim
-    params = hyperparameters(args, HYPERPARAMETERS, learn_t=args.learn_t, use_schedule=args.use_schedule,
+    params = hyperparameters(args, HYPERPARAMETERS, precision, learn_t=args.learn_t, use_schedule=args.use_schedule,
                              aug_dim=aug_dim, loss_weight_lr=args.loss_weight_lr, fusion_weights=args.fusion_weights,
                              feature_cache=not args.no_feature_cache, world_size=dist.world_size)
     preflight(args, params)
+    check_cache_dir(args)
 
     image_encoder, text_encoder = ImageEncoder(model, device), TextEncoder(model, device)
     val_sets = query_sets(args, name, "val", image_encoder, device, dim, args.clip_model_path)
     val_texts = [encode_texts(text_encoder, query_set.captions) for query_set in val_sets] if dist.is_main else []
+    frozen_training_clip(model, precision)  # validation features are done; training features as the original
 
     preprocess, augment = preprocess_for(args, dim), image_aug_transform(args.target_ratio, aug_dim)
     train_set = relative_dataset(name, root, "train", preprocess, ref_aug=augment)
@@ -183,16 +187,19 @@ def main(argv: list[str] | None = None) -> None:
         images, texts = FrozenImages(image_encoder, device, chunk_size=args.clip_bs), FrozenTexts(text_encoder)
         data = train_set
     else:
-        key = clip_cache_key(args, args.clip_model_path, dim, what="train images", root=str(root))
+        key = clip_cache_key(args, args.clip_model_path, dim, image_encoder, what="train images", root=str(root))
         table, rows = train_image_table(train_set, image_encoder, device, args, preprocess, args.clip_bs, key)
         strings = possible_train_captions(train_set, backward=False)
-        text_key = clip_cache_key(args, args.clip_model_path, dim, what="train captions", root=str(root))
+        text_key = clip_cache_key(args, args.clip_model_path, dim, text_encoder, what="train captions",
+                                  root=str(root))
         text_table, _ = extract_features([(text, text) for text in strings], text_encoder, device=device,
                                          batch_size=args.clip_bs, amp=False, cache_dir=args.cache_dir,
                                          cache_key=text_key, desc="train caption features")
         images, texts = FrozenImages(image_encoder, device, table), FrozenTexts(text_encoder, strings, text_table)
         data = AugmentedRows(train_set, rows, augment)
-    augmented = FrozenImages(ImageEncoder(model, device, amp), device, chunk_size=args.clip_bs)
+    # the augmented view: the fp16 CLIP as is in the 'fp16' precision, else autocast unless --no-amp
+    augmented = FrozenImages(ImageEncoder(model, device, amp and precision == "fp32"), device,
+                             chunk_size=args.clip_bs)
     loader = train_loader(data, args.batch_size, args.num_workers, dist, args.seed)
     seed_everything(args.seed)  # the training stream does not depend on how the features were prepared
 
@@ -232,4 +239,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    run_main(main, sys.argv[1:])

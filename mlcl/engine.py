@@ -31,10 +31,10 @@ from common.data.images import open_image
 from common.dist import all_reduce_sum
 from common.features import checkpoint_fingerprint, extract_features
 from common.io import CheckpointError, PathLike, load_torch_file
-from common.runtime import autocast, get_logger
+from common.runtime import amp_enabled, autocast, get_logger
 from common.training.checkpoint import load_model
 from common.training.experiment import CSVLogger
-from common.training.run import TrainingRun
+from common.training.run import TrainingRun, check_writable_root
 from common.transforms import build_preprocess
 from mlcl.combiner import FUSION_WEIGHTS, Combiner, learn_t_of
 
@@ -131,13 +131,16 @@ def add_port_args(parser: argparse.ArgumentParser, num_workers: int = 4) -> None
     group.add_argument("--cirr-root", default=None, help="CIRR root, overrides --data-root (default none)")
     group.add_argument("--clip-download-root", default=None,
                        help="folder of official CLIP files (default ~/.cache/clip, as clip.load)")
-    group.add_argument("--upstream-ckpt-load", action="store_true",
-                       help="load fine-tuned CLIP checkpoints into the fp16 model before the cast to fp32, as the "
-                            "original (rounds fp32 weights to fp16 on CUDA) (default: load after the cast, exact)")
+    group.add_argument("--clip-fp32", action="store_true",
+                       help="on CUDA keep CLIP in full precision: weights exactly as in the files, frozen features "
+                            "computed in fp32 (the stage-2 augmented view under autocast unless --no-amp) (default: "
+                            "the original's precision on CUDA: CLIP weights rounded to fp16 after loading, stage-2 "
+                            "training features from the fp16 model; on CPU CLIP always runs in fp32)")
     group.add_argument("--cache-dir", default=None,
-                       help="folder for on-disk caches of frozen CLIP features, keyed by checkpoint hashes, split and "
-                            "preprocessing (default: keep them in memory only)")
-    add_runtime_args(parser)
+                       help="folder for on-disk caches of frozen CLIP features, keyed by checkpoint hashes, "
+                            "precision, split and preprocessing; checked for writing before any work (default: keep "
+                            "them in memory only)")
+    add_runtime_args(parser, tokenizer=False)
 
 
 def output_root_from_env(parser: argparse.ArgumentParser) -> None:
@@ -160,6 +163,13 @@ def adapt_output_args(parser: argparse.ArgumentParser, subdir: str) -> None:
     output_root_from_env(parser)
 
 
+def check_cache_dir(args: argparse.Namespace) -> None:
+    """Fail before any work when ``--cache-dir`` is given and cannot receive files (features are cached only after
+    they are computed)."""
+    if args.cache_dir:
+        check_writable_root(args.cache_dir, "--cache-dir")
+
+
 def data_root(args: argparse.Namespace, name: str) -> Path:
     """The dataset folder of ``name`` from its own root flag, else ``--data-root``, else the environment."""
     return dataset_root(name, getattr(args, ROOT_FLAGS[name]) or args.data_root)
@@ -173,23 +183,48 @@ def short_model_name(name: str) -> str:
 # ------------------------------------------------------------------------------------------------------------- CLIP
 
 
-def build_clip(args: argparse.Namespace, device: torch.device) -> tuple[CLIP, dict[str, Any]]:
-    """The fp32 CLIP of ``--clip-model-name`` in eval mode, and its sizes (``common.clip.clip_info``)."""
+def clip_precision(device: torch.device, clip_fp32: bool = False) -> str:
+    """The CLIP precision of a run: 'fp16' on CUDA unless ``--clip-fp32`` (the original: ``clip.load`` gives fp16
+    weights on CUDA), 'fp32' on every other device (``clip.load`` casts to fp32 there)."""
+    return "fp16" if torch.device(device).type == "cuda" and not clip_fp32 else "fp32"
+
+
+def round_weights_to_fp16(model: CLIP) -> CLIP:
+    """Round the weights ``convert_weights`` halves (conv, linear, attention, projections) to fp16 values, kept as
+    fp32 tensors: what the original's model holds after loading files into its fp16 CLIP and casting with
+    ``.float()``. LayerNorm, BatchNorm, embeddings and ``logit_scale`` stay exact."""
+    convert_weights(model)
+    return model.float()
+
+
+def frozen_training_clip(model: CLIP, precision: str) -> CLIP:
+    """The frozen CLIP that encodes stage-2 training batches: in the 'fp16' precision the fp16 model, as the original
+    (``convert_weights`` at every epoch, undone by ``.float()`` only for validation); else ``model`` unchanged."""
+    if precision == "fp16":
+        convert_weights(model)
+    return model
+
+
+def build_clip(args: argparse.Namespace, device: torch.device,
+               checkpoint: PathLike | None = None) -> tuple[CLIP, dict[str, Any]]:
+    """The fp32 CLIP of ``--clip-model-name`` in eval mode with ``checkpoint`` (``{'CLIP': state_dict}``) loaded
+    on top, and its sizes (``common.clip.clip_info``) plus ``precision`` (:func:`clip_precision`). In the 'fp16'
+    precision its weights are rounded through fp16 after loading (:func:`round_weights_to_fp16`), as the original."""
+    precision = clip_precision(device, args.clip_fp32)
     model, _, info = load_clip(args.clip_model_name, device=device, allow_download=args.allow_download,
                                download_root=args.clip_download_root)
-    return model, info
+    if checkpoint:
+        load_clip_checkpoint(model, checkpoint, args)
+    if precision == "fp16":
+        round_weights_to_fp16(model)
+    logger.info("CLIP precision %s%s", precision, " (weights rounded to fp16 values)" if precision == "fp16" else "")
+    return model, {**info, "precision": precision}
 
 
 def load_clip_checkpoint(model: CLIP, path: PathLike, args: argparse.Namespace) -> Any:
-    """Load ``{'CLIP': state_dict, ...}`` strictly into the fp32 ``model`` (exact), or with
-    ``--upstream-ckpt-load`` into its fp16 layout first on CUDA, as the original; returns the file's epoch."""
-    upstream = args.upstream_ckpt_load and model.text_projection.device.type == "cuda"
-    if upstream:
-        convert_weights(model)
+    """Load ``{'CLIP': state_dict, ...}`` strictly into the fp32 ``model`` (exact); returns the file's epoch."""
     payload = load_model(path, model, key=CLIP_KEY, trusted=args.trust_checkpoints)
-    model.float()
-    logger.info("CLIP weights loaded from %s (epoch %s)%s", path, payload.get("epoch"),
-                " through fp16" if upstream else "")
+    logger.info("CLIP weights loaded from %s (epoch %s)", path, payload.get("epoch"))
     return payload.get("epoch")
 
 
@@ -208,10 +243,17 @@ def tokenize_captions(texts: Sequence[str], context_length: int = CONTEXT_LENGTH
 
 
 class ImageEncoder:
-    """Raw fp32 CLIP image features of preprocessed images (autocast on CUDA unless ``amp`` is off)."""
+    """Raw fp32 CLIP image features of preprocessed images (autocast on CUDA when ``amp``)."""
 
     def __init__(self, model: CLIP, device: torch.device, amp: bool = False):
         self.model, self.device, self.amp = model, device, amp
+
+    @property
+    def compute(self) -> str:
+        """How features are computed: 'fp16' (fp16 weights), 'autocast' (CUDA autocast) or 'fp32'."""
+        if self.model.dtype == torch.float16:
+            return "fp16"
+        return "autocast" if amp_enabled(self.device, self.amp) else "fp32"
 
     @torch.no_grad()
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
@@ -224,6 +266,11 @@ class TextEncoder:
 
     def __init__(self, model: CLIP, device: torch.device):
         self.model, self.device = model, device
+
+    @property
+    def compute(self) -> str:
+        """How features are computed: 'fp16' (fp16 weights) or 'fp32'."""
+        return "fp16" if self.model.dtype == torch.float16 else "fp32"
 
     @torch.no_grad()
     def __call__(self, texts: Sequence[str]) -> torch.Tensor:
@@ -263,10 +310,9 @@ def load_combiner(path: PathLike, feature_dim: int, args: argparse.Namespace, de
 
 
 def evaluation_models(args: argparse.Namespace, device: torch.device) -> tuple[CLIP, dict[str, Any], Combine]:
-    """CLIP (``--clip-model-path`` loaded on top), its sizes and the combining function, all in eval mode."""
-    model, info = build_clip(args, device)
-    if args.clip_model_path:
-        load_clip_checkpoint(model, args.clip_model_path, args)
+    """CLIP (``--clip-model-path`` loaded on top; fp32 computation, weights as :func:`build_clip`), its sizes and the
+    combining function, all in eval mode."""
+    model, info = build_clip(args, device, args.clip_model_path)
     model.requires_grad_(False).eval()
     if args.combining_function == "sum":
         if args.combiner_path:
@@ -316,16 +362,18 @@ class AugmentedRows(TripletRows):
 _fingerprint = functools.lru_cache(maxsize=None)(checkpoint_fingerprint)
 
 
-def clip_cache_key(args: argparse.Namespace, clip_ckpt: PathLike | None, dim: int, **parts: Any) -> dict | None:
+def clip_cache_key(args: argparse.Namespace, clip_ckpt: PathLike | None, dim: int,
+                   encoder: ImageEncoder | TextEncoder, **parts: Any) -> dict | None:
     """The ``--cache-dir`` key of frozen CLIP features (None without it): the CLIP file and fine-tuned checkpoint
-    hashes, the load order, the preprocessing and ``parts`` (what was encoded)."""
+    hashes, the precision of the weights (:func:`clip_precision`) and of the ``encoder``'s computation, the
+    preprocessing and ``parts`` (what was encoded)."""
     if args.cache_dir is None:
         return None
     name = args.clip_model_name
     clip_id = _fingerprint(name) if Path(name).is_file() else name
     return {"clip": clip_id, "clip_ckpt": _fingerprint(clip_ckpt) if clip_ckpt else None,
-            "upstream_ckpt_load": args.upstream_ckpt_load, "transform": args.transform,
-            "target_ratio": args.target_ratio, "dim": dim, **parts}
+            "precision": clip_precision(encoder.device, args.clip_fp32), "compute": encoder.compute,
+            "transform": args.transform, "target_ratio": args.target_ratio, "dim": dim, **parts}
 
 
 def encode_images(dataset: Dataset, encode: ImageFn, device: torch.device, args: argparse.Namespace,
@@ -337,7 +385,7 @@ def encode_images(dataset: Dataset, encode: ImageFn, device: torch.device, args:
                             cache_key=cache_key, desc=desc)
 
 
-def train_image_table(train_set: Dataset, encode: ImageFn, device: torch.device, args: argparse.Namespace,
+def train_image_table(train_set: Dataset, encode: ImageEncoder, device: torch.device, args: argparse.Namespace,
                       preprocess: Callable, batch_size: int,
                       cache_key: dict | None = None) -> tuple[torch.Tensor, dict[str, int]]:
     """Features of every image the train triplets use (collective), and each image's row."""
@@ -347,14 +395,14 @@ def train_image_table(train_set: Dataset, encode: ImageFn, device: torch.device,
     return table, {name: row for row, name in enumerate(keys)}
 
 
-def query_sets(args: argparse.Namespace, name: str, split: str, encode: ImageFn, device: torch.device, dim: int,
+def query_sets(args: argparse.Namespace, name: str, split: str, encode: ImageEncoder, device: torch.device, dim: int,
                clip_ckpt: PathLike | None = None, cache: bool = True) -> list[QuerySet]:
     """Validation (or CIRR test1) query sets with gallery features (collective): one per FashionIQ dress type."""
     root, preprocess = data_root(args, name), preprocess_for(args, dim)
 
     def gallery(dress_types: list[str]) -> tuple[torch.Tensor, list[str]]:
         dataset = classic_dataset(name, root, split, preprocess, dress_types or FIQ_DRESS_TYPES)
-        key = clip_cache_key(args, clip_ckpt, dim, what="gallery", root=str(root), split=split,
+        key = clip_cache_key(args, clip_ckpt, dim, encode, what="gallery", root=str(root), split=split,
                              dress_types=dress_types) if cache else None
         return encode_images(dataset, encode, device, args, cache_key=key, desc=f"{split} gallery features")
 
@@ -421,11 +469,12 @@ def warm_restart_lr(position: float, base_lr: float, period: float = 10, eta_min
     return eta_min + (base_lr - eta_min) * (1 + math.cos(math.pi * (position % period) / period)) / 2
 
 
-def hyperparameters(args: argparse.Namespace, keys: Sequence[str], **extra: Any) -> dict[str, Any]:
-    """The original parameter dict (``keys`` of ``args``, FashionIQ dress types), then our additions."""
+def hyperparameters(args: argparse.Namespace, keys: Sequence[str], precision: str, **extra: Any) -> dict[str, Any]:
+    """The original parameter dict (``keys`` of ``args``, FashionIQ dress types), then our additions, the CLIP
+    ``precision`` (:func:`clip_precision`) among them."""
     params = {key: getattr(args, key) for key in keys}
     if args.dataset == "fashioniq":
         params.update(train_dress_types=FIQ_DRESS_TYPES, val_dress_types=FIQ_DRESS_TYPES)
-    params.update(seed=args.seed, num_workers=args.num_workers, upstream_ckpt_load=args.upstream_ckpt_load, **extra)
+    params.update(seed=args.seed, num_workers=args.num_workers, clip_precision=precision, **extra)
     return params
 

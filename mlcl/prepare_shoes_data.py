@@ -19,6 +19,8 @@ from pathlib import Path
 
 from common.data.paths import resolve_dataset_root
 from common.data.shoes import prepare_shoes
+from common.runtime import run_main
+from common.training.run import check_writable_root
 
 DEFAULT_GLOB = "womens/*/*/*.jpg"
 
@@ -46,10 +48,11 @@ def main(argv: list[str] | None = None) -> dict[str, int]:
         root = resolve_dataset_root("shoes", args.data_root)
         image_dir = image_dir or root / "images"
         annotation_dir = annotation_dir or root / "annotations"
+    check_writable_root(annotation_dir, "--annotation-dir")
     counts = prepare_shoes(Path(image_dir), Path(annotation_dir), args.image_glob)
     print(json.dumps(counts, indent=2))
     return counts
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    run_main(main, sys.argv[1:])

@@ -14,13 +14,16 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from common.args import setup_runtime
 from common.cir.evaluation import evaluate_composed, metrics_json_path, print_metrics
 from common.cir.frozen import encode_texts
 from common.dist import cleanup
 from common.io import atomic_write_json
-from mlcl.engine import (ImageEncoder, TextEncoder, add_evaluation_args, add_port_args, dataset_name,
+from common.runtime import run_main
+from common.training.run import check_writable_root
+from mlcl.engine import (ImageEncoder, TextEncoder, add_evaluation_args, add_port_args, check_cache_dir, dataset_name,
                          evaluation_models, query_sets)
 
 SHORT_NAMES = {"fashioniq": "fiq", "shoes": "shoes", "cirr": "cirr"}
@@ -38,9 +41,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def metrics_path(args: argparse.Namespace) -> Path:
+    """``--metrics-json``, else a file next to the most specific checkpoint evaluated (Combiner, fine-tuned CLIP,
+    CLIP file)."""
+    combiner = args.combiner_path if args.combining_function == "combiner" else None
+    return metrics_json_path(args.metrics_json, (combiner, args.clip_model_path, args.clip_model_name),
+                             f"val_{SHORT_NAMES[args.dataset]}_{args.combining_function}")
+
+
 def main(argv: list[str] | None = None) -> dict[str, float] | None:
     args = build_parser().parse_args(argv)
     dist = setup_runtime(args)
+    path = metrics_path(args)
+    check_writable_root(path.parent, "--metrics-json")
+    check_cache_dir(args)
     model, info, combine = evaluation_models(args, dist.device)
     sets = query_sets(args, args.dataset, "val", ImageEncoder(model, dist.device), dist.device,
                       info["input_resolution"], args.clip_model_path)
@@ -49,9 +63,6 @@ def main(argv: list[str] | None = None) -> dict[str, float] | None:
         text_encoder = TextEncoder(model, dist.device)
         metrics = evaluate_composed(sets, [encode_texts(text_encoder, s.captions) for s in sets], combine)
         print_metrics(args.dataset, metrics)
-        combiner = args.combiner_path if args.combining_function == "combiner" else None
-        path = metrics_json_path(args.metrics_json, (combiner, args.clip_model_path, args.clip_model_name),
-                                 f"val_{SHORT_NAMES[args.dataset]}_{args.combining_function}")
         atomic_write_json(metrics, path, indent=2)
         print(f"metrics written to {path}")
     cleanup()
@@ -59,4 +70,4 @@ def main(argv: list[str] | None = None) -> dict[str, float] | None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    run_main(main, sys.argv[1:])

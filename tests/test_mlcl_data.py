@@ -130,7 +130,8 @@ def test_long_caption_is_truncated_with_a_warning():
 
 
 def test_clip_file_errors(tmp_path):
-    args = argparse.Namespace(clip_model_name=str(tmp_path / "bad.pt"), allow_download=False, clip_download_root=None)
+    args = argparse.Namespace(clip_model_name=str(tmp_path / "bad.pt"), allow_download=False, clip_download_root=None,
+                              clip_fp32=False)
     (tmp_path / "bad.pt").write_text("not a model")
     with pytest.raises(CheckpointError, match="bad.pt"):
         build_clip(args, torch.device("cpu"))
