@@ -59,8 +59,10 @@ class SAM(torch.optim.Optimizer):
     """Sharpness-aware minimisation around a base optimiser (Foret et al. 2021), as SAR uses it.
 
     ``first_step`` moves each parameter by ``rho * grad / ||grad||`` (non-adaptive); ``second_step`` moves it back
-    and applies the base optimiser with the gradient taken at the perturbed point. The base optimiser shares the
-    parameter groups; its state (e.g. AdamW moments) lives in ``base_optimizer.state``.
+    and applies the base optimiser with the gradient taken at the perturbed point. As in davda54/sam, a parameter
+    without a gradient at ``second_step`` is not moved back (it stays at the perturbed point) and the base
+    optimiser skips it. The base optimiser shares the parameter groups; its state (e.g. AdamW moments) lives in
+    ``base_optimizer.state``.
     """
 
     def __init__(self, params, base_optimizer: Callable[..., torch.optim.Optimizer], rho: float = 0.05, **kwargs):
@@ -88,7 +90,7 @@ class SAM(torch.optim.Optimizer):
     def second_step(self, zero_grad: bool = False) -> None:
         for group in self.param_groups:
             for param in group["params"]:
-                if "e_w" in self.state[param]:
+                if param.grad is not None and "e_w" in self.state[param]:
                     param.sub_(self.state[param].pop("e_w"))
         self.base_optimizer.step()
         if zero_grad:

@@ -25,6 +25,7 @@ from typing import Any
 import yaml
 
 from common.blip.config import MED_CONFIG_PATH
+from common.errors import InputError
 from common.io import PathLike
 from tcr.configs.tree import config_text, normalize_name
 
@@ -45,7 +46,7 @@ PATH_KEYS = ("image_root", "ann_root", "pretrained")
 UPSTREAM_MED_CONFIG = "configs/med_config.json"
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError, ValueError):
     """A config that is not a valid TCR config; the message names the file and the offending key."""
 
 

@@ -26,7 +26,7 @@ import torch
 from common.args import HelpFormatter
 from common.dist import cleanup, get_world_size, init_distributed
 from common.io import atomic_write_json
-from common.runtime import seed_everything
+from common.runtime import run_main, seed_everything
 from common.tta import train_only
 from tcr.adapter import GRAD_SYNC_MODES
 from tcr.config import dump_config, load_config
@@ -231,4 +231,4 @@ def result_json(record: dict[str, Any], stats: dict[str, float], args: argparse.
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -36,7 +36,7 @@ from common.args import HelpFormatter
 from common.data.images import open_image
 from common.data.retrieval import RETRIEVAL_FILES
 from common.io import PathLike, atomic_write_text, read_json
-from common.runtime import progress
+from common.runtime import progress, run_main
 from tcr.configs.tree import (CHAR_CORRUPTIONS, IMAGE_CORRUPTIONS, SENTENCE_CORRUPTIONS, SEVERITIES,
                               TEXT_CORRUPTIONS, WORD_CORRUPTIONS)
 from tcr.image_corruptions import check_corruption, corrupt_image, corruption_seed
@@ -282,4 +282,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

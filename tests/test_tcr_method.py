@@ -178,13 +178,12 @@ def test_shot_adds_cross_entropy_only_above_the_confidence_threshold():
 def test_sar_keeps_the_low_ema_across_a_reset_as_the_original():
     sar = Toy().adapter("sar")
     decisions, emas = [], []
-    for second_loss in (0.1, 0.5, 0.5, 0.5, None, 0.0):
+    for second_loss in (0.1, 0.5, 0.5, 0.5, 0.0):
         decisions.append(sar.record(second_loss))
         emas.append(sar.ema)
-    # 0.1 → reset; 0.9·0.1 + 0.1·0.5 = 0.14 → reset; 0.176 → reset; 0.2084 → no; an empty selection leaves the EMA
-    # as it is; 0.9·0.2084 = 0.18756 → reset
-    assert decisions == [True, True, True, False, False, True]
-    assert emas == pytest.approx([0.1, 0.14, 0.176, 0.2084, 0.2084, 0.18756])
+    # 0.1 → reset; 0.9·0.1 + 0.1·0.5 = 0.14 → reset; 0.176 → reset; 0.2084 → no; 0.9·0.2084 = 0.18756 → reset
+    assert decisions == [True, True, True, False, True]
+    assert emas == pytest.approx([0.1, 0.14, 0.176, 0.2084, 0.18756])
 
 
 def test_sar_resets_to_the_initial_weights_when_the_ema_is_low():
@@ -200,13 +199,59 @@ def test_sar_resets_to_the_initial_weights_when_the_ema_is_low():
     assert not all(torch.equal(p, q) for p, q in zip(toy.params, initial))
 
 
-def test_sar_leaves_the_ema_alone_when_the_second_selection_is_empty():
+def empty_second_selection(temperature: float = 0.05):
+    """A toy and a batch whose SAR step keeps no query in the second SAM pass (B = 2 keeps k = 1 query; the SAM
+    ascent raises its entropy above the threshold, checked here), and that step's ascent ρ·g/‖g‖ (ρ = 0.05)."""
     toy = Toy()
-    sar = toy.adapter("sar", temperature=0.05, reset_constant=1e9)
-    # B = 2 keeps k = 1 query; the SAM ascent raises its entropy above the threshold, so the second pass keeps none
-    sar.adapt(batch_of(toy.queries[:2], 0))
-    assert sar.ema is None and sar.resets == 0
+    batch = batch_of(toy.queries[:2], 0)
+
+    def entropy() -> torch.Tensor:
+        return softmax_entropy(toy.encode(batch.inputs) @ toy.gallery.t() / temperature)
+
+    first = entropy()
+    kept = first <= first.min()
+    grads = torch.autograd.grad(first[kept].mean(), toy.params)
+    norm = torch.stack([grad.norm() for grad in grads]).norm()
+    ascent = [0.05 * grad / (norm + 1e-12) for grad in grads]
+    start = [param.detach().clone() for param in toy.params]
+    with torch.no_grad():
+        for param, step in zip(toy.params, ascent):
+            param.add_(step)
+        assert not bool((entropy()[kept] < first[kept]).any())
+        for param, value in zip(toy.params, start):
+            param.copy_(value)
+    return toy, batch, ascent
+
+
+def test_sar_enters_a_zero_loss_into_the_ema_when_the_second_selection_is_empty():
+    """The TCR code sets the second-pass loss of such a step to 0.0 and folds it into the EMA (momentum 0.9)."""
+    toy, batch, _ = empty_second_selection()
+    sar = toy.adapter("sar", temperature=0.05, reset_constant=0.0)
+    sar.ema = 0.5
+    sar.update(batch, 0)
+    assert sar.ema == pytest.approx(0.9 * 0.5 + 0.1 * 0.0) and sar.resets == 0
     assert math.isfinite(sar.averages()["loss_total"])
+    toy, batch, _ = empty_second_selection()
+    initial = [p.detach().clone() for p in toy.params]
+    sar = toy.adapter("sar", temperature=0.05)  # no EMA yet: it becomes 0.0 < 0.2, so the model is reset
+    sar.update(batch, 0)
+    assert sar.ema == 0.0 and sar.resets == 1
+    assert all(torch.equal(p, q) for p, q in zip(toy.params, initial))
+
+
+def test_sar_weights_stay_at_the_sam_ascent_point_when_the_second_selection_is_empty():
+    """What the TCR code does under torch 2: there is no second backward; ``first_step(zero_grad=True)`` left every
+    gradient None (``zero_grad`` sets them to None since torch 2.0); the SAM ``second_step`` (davda54/sam, as SAR's
+    ``sam.py``) moves back only parameters that have a gradient, and AdamW skips parameters without one. So the
+    weights end the step at w + ρ·g/‖g‖ (ρ = 0.05, g the first pass's gradient) and AdamW keeps no state."""
+    toy, batch, ascent = empty_second_selection()
+    before = [p.detach().clone() for p in toy.params]
+    sar = toy.adapter("sar", temperature=0.05, reset_constant=0.0)
+    sar.update(batch, 0)
+    for param, start, step in zip(toy.params, before, ascent):
+        torch.testing.assert_close(param.detach(), start + step)
+        assert param.grad is None
+    assert not sar.optimizer.base_optimizer.state
 
 
 def test_eata_skips_the_update_when_no_query_is_confident():

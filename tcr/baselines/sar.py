@@ -8,10 +8,10 @@ weights are restored (AdamW's moments are kept, as the original's ``load_state_d
 state) while the low EMA value is put straight back (the original's ``reset()`` clears it, then ``self.ema = ema``
 restores it), so the model keeps resetting until the EMA climbs above 0.2.
 
-An empty second selection makes the original's second-pass loss the mean of an empty tensor, NaN under current
-torch: its ``isnan`` guard leaves the EMA untouched, and the backward of that NaN gives zero gradients, so the SAM
-second step goes back to the first-pass weights and AdamW steps on a zero gradient. We do the same, and log no
-second-pass loss for that step.
+A step whose second selection is empty follows the TCR code: its second-pass loss is 0.0, which enters the EMA
+(so such steps pull the EMA towards a reset), and there is no second backward. ``first_step(zero_grad=True)`` has
+set the gradients to None (the default of ``zero_grad`` since torch 2.0), so ``second_step`` moves no parameter back
+and AdamW skips them all: the weights stay at the SAM ascent point w + ρ·g/‖g‖ and AdamW's state is untouched.
 """
 from __future__ import annotations
 
@@ -36,13 +36,12 @@ class SAR(OnlineAdapter):
         self.resets = 0
         self.initial = snapshot(self.params)
 
-    def record(self, second_loss: float | None) -> bool:
-        """Fold one second-pass loss (None: empty selection, left out) into the EMA; True when the model must be
-        reset. The EMA is kept across a reset, as in the original."""
-        if second_loss is not None:
-            self.ema = second_loss if self.ema is None else (
-                self.ema_momentum * self.ema + (1 - self.ema_momentum) * second_loss)
-        return self.ema is not None and self.ema < self.reset_constant
+    def record(self, second_loss: float) -> bool:
+        """Fold one second-pass loss into the EMA; True when the model must be reset. The EMA is kept across a
+        reset, as in the original."""
+        self.ema = second_loss if self.ema is None else (
+            self.ema_momentum * self.ema + (1 - self.ema_momentum) * second_loss)
+        return self.ema < self.reset_constant
 
     def update(self, batch: QueryBatch, step: int) -> torch.Tensor:
         with torch.enable_grad():
@@ -59,13 +58,15 @@ class SAR(OnlineAdapter):
 
             entropy2 = softmax_entropy(self.encode(batch) @ self.gallery.t() / self.temperature)[reliable]
             still_reliable = entropy2.detach() < threshold
-            empty = not bool(still_reliable.any())
-            loss2 = entropy2.sum() * 0 if empty else entropy2[still_reliable].mean()
-            loss2.backward()
-            self.sync_gradients()
+            second_loss = 0.0
+            if still_reliable.any():
+                loss2 = entropy2[still_reliable].mean()
+                loss2.backward()
+                self.sync_gradients()
+                second_loss = loss2.item()
             self.optimizer.second_step(zero_grad=True)
 
-        if self.record(None if empty else loss2.item()):
+        if self.record(second_loss):
             restore(self.params, self.initial)
             self.resets += 1
         self.log({"loss_total": loss.item()})
