@@ -18,10 +18,10 @@ from common.args import setup_runtime
 from common.cir.data import dataset_root
 from common.cir.evaluation import query_scores
 from common.cir.frozen import encode_texts
-from common.cirr_submission import add_submission_args, write_checked_submission
+from common.cirr_submission import add_submission_args, submission_folder, write_checked_submission
 from common.dist import cleanup
 from common.metrics.cir import cirr_rankings
-from common.training.run import check_writable_root
+from common.runtime import run_main
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> tuple[Path, Path] | None:
     args = build_parser().parse_args(argv)
     dist = setup_runtime(args)
     check_checkpoint_flags(args)
-    check_writable_root(args.output_root)
+    folder = submission_folder(args.output_root, args.submission_name)
     image_encoder, text_encoder, combine = load_evaluation_models(args, dist.device)
     query_set, = build_query_sets("cirr", "test1", dataset_root("cirr", args.data_root), image_encoder, dist.device,
                                   args)
@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> tuple[Path, Path] | None:
         scores = query_scores(query_set, encode_texts(text_encoder, query_set.captions), combine).cpu()
         recall, recall_subset = cirr_rankings(scores, query_set.reference_idx, query_set.members_idx,
                                               query_set.gallery_names)
-        files = write_checked_submission(Path(args.output_root) / "submission" / "CIRR", args.submission_name,
+        files = write_checked_submission(folder, args.submission_name,
                                          query_set.pairids, recall, recall_subset,
                                          min(50, len(query_set.gallery_names) - 1))
     cleanup()
@@ -53,4 +53,4 @@ def main(argv: list[str] | None = None) -> tuple[Path, Path] | None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    run_main(main, sys.argv[1:])

@@ -33,7 +33,7 @@ from common.cir.evaluation import evaluate_composed
 from common.cir.frozen import FrozenImages, FrozenTexts, encode_texts
 from common.cir.selection import best_checkpoint_names, save_validated
 from common.dist import DistInfo, cleanup, concat_all_gather
-from common.runtime import autocast, get_logger, grad_scaler, seed_everything
+from common.runtime import autocast, get_logger, grad_scaler, run_main, seed_everything
 from common.training.loop import data_parallel, train_loader, train_one_epoch
 from common.training.run import TrainingRun, preflight
 
@@ -163,4 +163,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    run_main(main, sys.argv[1:])

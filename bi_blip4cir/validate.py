@@ -22,6 +22,7 @@ from common.cir.evaluation import evaluate_composed, metrics_json_path, print_me
 from common.cir.frozen import encode_texts
 from common.dist import cleanup
 from common.io import atomic_write_json
+from common.runtime import run_main
 from common.training.run import check_writable_root
 
 
@@ -64,4 +65,4 @@ def main(argv: list[str] | None = None) -> dict[str, float] | None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    run_main(main, sys.argv[1:])
