@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from bi_blip4cir import combiner_train
-from bi_blip4cir.engine import build_query_sets
+from bi_blip4cir.data import build_query_sets
 from common.cir.combiner import Combiner
 from common.cir.data import caption_rng, dataset_root
 from common.cir.evaluation import evaluate_composed

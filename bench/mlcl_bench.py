@@ -35,7 +35,9 @@ from mlcl import prepare_shoes_data
 from mlcl.augment import image_aug_transform
 from mlcl.combiner import Combiner
 from mlcl.combiner_train import build_optimizer, combiner_step
-from mlcl.engine import AugmentedRows, EpochMeans, ImageEncoder, TextEncoder, train_image_table
+from mlcl.data import AugmentedRows, train_image_table
+from mlcl.models import ImageEncoder, TextEncoder
+from mlcl.training import EpochMeans
 
 RN50X4 = {"embed_dim": 640, "image_resolution": 288, "vision_layers": (4, 6, 10, 6), "vision_width": 80,
           "vision_patch_size": None, "context_length": 77, "vocab_size": 49408, "transformer_width": 640,

@@ -12,8 +12,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from bi_blip4cir.engine import (add_evaluation_args, add_port_args, build_query_sets, check_checkpoint_flags,
-                                load_evaluation_models)
+from bi_blip4cir.args import add_evaluation_args, add_port_args
+from bi_blip4cir.data import build_query_sets
+from bi_blip4cir.models import check_checkpoint_flags, load_evaluation_models
 from common.args import setup_runtime
 from common.cir.data import dataset_root
 from common.cir.evaluation import query_scores

@@ -20,15 +20,18 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from bi_blip4cir.engine import (DISPLAY_NAMES, SHORT_NAMES, TEXT_ENCODER_KEY, add_blip_path_args, add_image_args,
-                                add_port_args, add_saving_args, add_skip_args, build_blip_encoders, build_query_sets,
-                                check_checkpoint_flags, dataset_name, train_triplets, training_hyperparameters)
+from bi_blip4cir.args import (add_blip_path_args, add_image_args, add_port_args, add_saving_args, add_skip_args,
+                              dataset_name, training_hyperparameters)
+from bi_blip4cir.data import build_query_sets, train_triplets
 from bi_blip4cir.losses import bidirectional_loss, reversed_loss_weight, stage1_logits, sum_fusion
+from bi_blip4cir.models import TEXT_ENCODER_KEY, build_blip_encoders, check_checkpoint_flags
 from common.args import add_comet_args, add_output_args, setup_runtime
-from common.cir.data import caption_rng, compose_captions, dataset_root
+from common.cir.args import SHORT_NAMES
+from common.cir.data import DISPLAY_NAMES, caption_rng, compose_captions, dataset_root
 from common.cir.evaluation import evaluate_composed
 from common.cir.frozen import FrozenImages, encode_texts
-from common.cir.selection import best_checkpoint_names, save_validated
+from common.cir.selection import best_checkpoint_names
+from common.cir.training import run_epochs
 from common.dist import DistInfo, cleanup, concat_all_gather
 from common.runtime import autocast, get_logger, grad_scaler, run_main, seed_everything
 from common.training.lr import cosine_lr_schedule
@@ -130,22 +133,23 @@ def main(argv: list[str] | None = None) -> None:
     best_names = best_checkpoint_names(name, "tuned_blip", "tuned_blip_best")
 
     step = partial(stage1_step, name=name, images=images, model=model, weight=weight, dist=dist, amp=amp)
-    for epoch in range(run.start_epoch, args.num_epochs):
+
+    def train_epoch(epoch: int) -> float:
         cosine_lr_schedule(optimizer, epoch, args.blip_max_epoch, args.blip_learning_rate, args.blip_min_lr,
                            clamp=args.clamp_cosine)
         text_encoder.train()
-        loss = train_one_epoch(loader, partial(step, rng=caption_rng(args.seed, dist.rank, epoch)), optimizer,
+        return train_one_epoch(loader, partial(step, rng=caption_rng(args.seed, dist.rank, epoch)), optimizer,
                                scaler, epoch, device, run.log.tracker, "stage I")
-        run.log.train(epoch, loss)
-        if epoch % args.validation_frequency == 0 and dist.is_main:
-            text_encoder.eval()
-            val_texts = [encode_texts(text_encoder, query_set.captions) for query_set in val_sets]
-            metrics = evaluate_composed(val_sets, val_texts, sum_fusion)
-            run.log.validation(epoch, metrics)
-            save_validated(run.dir, "tuned_blip", best_names, run.best, epoch, metrics, text_encoder, optimizer, args,
-                           key=TEXT_ENCODER_KEY)
-        run.end_epoch(epoch)
-    run.log.plot()
+
+    def validate(epoch: int) -> dict[str, float] | None:
+        if not dist.is_main:
+            return None
+        text_encoder.eval()
+        val_texts = [encode_texts(text_encoder, query_set.captions) for query_set in val_sets]
+        return evaluate_composed(val_sets, val_texts, sum_fusion)
+
+    run_epochs(run, args, train_epoch, validate, "tuned_blip", best_names, text_encoder, optimizer,
+               key=TEXT_ENCODER_KEY)
     if train.skipped:
         logger.warning("--skip-bad-images: %d unreadable train image(s) were skipped (listed above)",
                        len(train.skipped))

@@ -21,17 +21,20 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from bi_blip4cir.engine import (DISPLAY_NAMES, SHORT_NAMES, TrainData, add_blip_path_args, add_combiner_dims,
-                                add_image_args, add_port_args, add_saving_args, add_skip_args, build_blip_encoders,
-                                build_query_sets, check_checkpoint_flags, check_feature_dim, dataset_name,
-                                encode_text_table, load_text_encoder, train_triplets, training_hyperparameters)
+from bi_blip4cir.args import (add_blip_path_args, add_combiner_dims, add_image_args, add_port_args, add_saving_args,
+                              add_skip_args, dataset_name, training_hyperparameters)
+from bi_blip4cir.data import TrainData, build_query_sets, train_triplets
+from bi_blip4cir.features import encode_text_table
 from bi_blip4cir.losses import bidirectional_loss, reversed_loss_weight, stage2_logits
+from bi_blip4cir.models import build_blip_encoders, check_checkpoint_flags, check_feature_dim, load_text_encoder
 from common.args import add_comet_args, add_output_args, setup_runtime
+from common.cir.args import SHORT_NAMES
 from common.cir.combiner import Combiner
-from common.cir.data import caption_rng, compose_captions, dataset_root, possible_train_captions
+from common.cir.data import DISPLAY_NAMES, caption_rng, compose_captions, dataset_root, possible_train_captions
 from common.cir.evaluation import evaluate_composed
 from common.cir.frozen import FrozenImages, FrozenTexts, encode_texts
-from common.cir.selection import best_checkpoint_names, save_validated
+from common.cir.selection import best_checkpoint_names
+from common.cir.training import run_epochs
 from common.dist import DistInfo, cleanup, concat_all_gather
 from common.runtime import autocast, get_logger, grad_scaler, run_main, seed_everything
 from common.training.loop import data_parallel, train_loader, train_one_epoch
@@ -144,18 +147,19 @@ def main(argv: list[str] | None = None) -> None:
     best_names = best_checkpoint_names(name, "combiner", "combiner")
 
     step = partial(stage2_step, name=name, images=images, texts=texts, model=model, weight=weight, dist=dist, amp=amp)
-    for epoch in range(run.start_epoch, args.num_epochs):
+
+    def train_epoch(epoch: int) -> float:
         combiner.train()
-        loss = train_one_epoch(loader, partial(step, rng=caption_rng(args.seed, dist.rank, epoch)), optimizer,
+        return train_one_epoch(loader, partial(step, rng=caption_rng(args.seed, dist.rank, epoch)), optimizer,
                                scaler, epoch, device, run.log.tracker, "stage II")
-        run.log.train(epoch, loss)
-        if epoch % args.validation_frequency == 0 and dist.is_main:
-            combiner.eval()
-            metrics = evaluate_composed(val_sets, val_texts, combiner)
-            run.log.validation(epoch, metrics)
-            save_validated(run.dir, "combiner", best_names, run.best, epoch, metrics, combiner, optimizer, args)
-        run.end_epoch(epoch)
-    run.log.plot()
+
+    def validate(epoch: int) -> dict[str, float] | None:
+        if not dist.is_main:
+            return None
+        combiner.eval()
+        return evaluate_composed(val_sets, val_texts, combiner)
+
+    run_epochs(run, args, train_epoch, validate, "combiner", best_names, combiner, optimizer)
     if train.skipped:
         logger.warning("--skip-bad-images: %d unreadable train image(s) were skipped (listed above)",
                        len(train.skipped))

@@ -14,14 +14,15 @@ import argparse
 import sys
 from pathlib import Path
 
-from bi_blip4cir.engine import (SHORT_NAMES, add_evaluation_args, add_port_args, build_query_sets,
-                                check_checkpoint_flags, dataset_name, load_evaluation_models)
+from bi_blip4cir.args import add_evaluation_args, add_port_args, dataset_name
+from bi_blip4cir.data import build_query_sets
+from bi_blip4cir.models import check_checkpoint_flags, load_evaluation_models
 from common.args import setup_runtime
+from common.cir.args import SHORT_NAMES
 from common.cir.data import dataset_root
-from common.cir.evaluation import evaluate_composed, metrics_json_path, print_metrics
+from common.cir.evaluation import evaluate_composed, metrics_json_path, write_metrics
 from common.cir.frozen import encode_texts
 from common.dist import cleanup
-from common.io import atomic_write_json
 from common.runtime import run_main
 from common.training.run import check_writable_root
 
@@ -57,9 +58,7 @@ def main(argv: list[str] | None = None) -> dict[str, float] | None:
     metrics = None
     if dist.is_main:
         metrics = evaluate_composed(query_sets, [encode_texts(text_encoder, s.captions) for s in query_sets], combine)
-        print_metrics(args.dataset, metrics)
-        atomic_write_json(metrics, path, indent=2)
-        print(f"metrics written to {path}")
+        write_metrics(args.dataset, metrics, path)
     cleanup()
     return metrics
 

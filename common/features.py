@@ -1,6 +1,7 @@
 """Batched feature extraction with an optional on-disk cache, sharded over ranks under torchrun."""
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from pathlib import Path
@@ -25,6 +26,10 @@ def cache_file(cache_dir: PathLike, cache_key: dict[str, Any]) -> Path:
 def checkpoint_fingerprint(path: PathLike) -> str:
     """SHA-1 of a checkpoint file, used in cache keys so a new checkpoint never reuses old features."""
     return file_hash(path, "sha1")
+
+
+cached_fingerprint = functools.lru_cache(maxsize=None)(checkpoint_fingerprint)
+"""``checkpoint_fingerprint`` computed once per path in a process (the cache keys of one run ask repeatedly)."""
 
 
 @torch.no_grad()

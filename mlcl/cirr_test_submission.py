@@ -22,8 +22,9 @@ from common.cirr_submission import add_submission_args, submission_folder, write
 from common.dist import cleanup
 from common.metrics.cir import cirr_rankings
 from common.runtime import run_main
-from mlcl.engine import (ImageEncoder, TextEncoder, add_evaluation_args, add_port_args, check_cache_dir,
-                         evaluation_models, output_root_from_env, query_sets)
+from mlcl.args import add_evaluation_args, add_port_args, check_cache_dir, output_root_from_env
+from mlcl.data import query_sets
+from mlcl.models import ImageEncoder, TextEncoder, evaluation_models
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -30,20 +30,21 @@ import torch.nn.functional as F
 from torch import nn
 
 from common.args import add_comet_args, add_output_args, setup_runtime
+from common.cir.args import preprocess_from_args
 from common.cir.data import TripletRows, caption_rng, compose_captions, relative_dataset
 from common.cir.evaluation import evaluate_composed
 from common.cir.frozen import FrozenImages, encode_texts
-from common.cir.selection import save_validated
+from common.cir.training import run_epochs
 from common.clip import CLIP
 from common.dist import DistInfo, all_gather_with_grad, cleanup
 from common.runtime import autocast, get_logger, grad_scaler, run_main, seed_everything
 from common.training.loop import data_parallel, train_loader, train_one_epoch
 from common.training.run import TrainingRun, preflight
-from mlcl.engine import (EXTRACT_BATCH_SIZE, ImageEncoder, TextEncoder, adapt_output_args, add_clip_args,
-                         add_image_args, add_port_args, add_saving_args, build_clip, check_cache_dir, clip_cache_key,
-                         clip_precision, data_root, dataset_name, default_run_name, hyperparameters, preprocess_for,
-                         query_sets, selected_checkpoints, short_model_name, sum_fusion, tokenize_captions,
-                         train_image_table)
+from mlcl.args import (adapt_output_args, add_clip_args, add_image_args, add_port_args, add_saving_args,
+                       check_cache_dir, data_root, dataset_name, short_model_name)
+from mlcl.data import EXTRACT_BATCH_SIZE, clip_cache_key, query_sets, train_image_table
+from mlcl.models import ImageEncoder, TextEncoder, build_clip, clip_precision, sum_fusion, tokenize_captions
+from mlcl.training import default_run_name, hyperparameters, selected_checkpoints
 
 RUN_SUBDIR = "models-finetune"
 logger = get_logger("mlcl.clip_fine_tune")
@@ -143,7 +144,7 @@ def main(argv: list[str] | None = None) -> None:
     apply_encoder_choice(model, args.encoder)
     model.eval()
     dim = info["input_resolution"]
-    preprocess = preprocess_for(args, dim)
+    preprocess = preprocess_from_args(args, dim)
     image_encoder, text_encoder = ImageEncoder(model, device), TextEncoder(model, device)
     # the frozen image features of --encoder text: the original encodes them under autocast at every step
     table_encoder = ImageEncoder(model, device, amp and info["precision"] == "fp16")
@@ -170,20 +171,20 @@ def main(argv: list[str] | None = None) -> None:
     best_names = selected_checkpoints(name, "tuned_clip", "tuned_clip_best")
 
     step = partial(fine_tune_step, name=name, images=images, model=network, dist=dist, amp=amp)
-    for epoch in range(run.start_epoch, args.num_epochs):
+
+    def train_epoch(epoch: int) -> float:
         model.eval()  # BatchNorm statistics stay frozen, as in the original
-        loss = train_one_epoch(loader, partial(step, rng=caption_rng(args.seed, dist.rank, epoch)), optimizer,
+        return train_one_epoch(loader, partial(step, rng=caption_rng(args.seed, dist.rank, epoch)), optimizer,
                                scaler, epoch, device, run.log.tracker, f"CLIP fine-tune ({args.encoder})")
-        run.log.train(epoch, loss)
-        if epoch % args.validation_frequency == 0:
-            val_sets = fixed_val_sets or query_sets(args, name, "val", image_encoder, device, dim, cache=False)
-            if dist.is_main:
-                texts = [encode_texts(text_encoder, query_set.captions) for query_set in val_sets]
-                metrics = evaluate_composed(val_sets, texts, sum_fusion)
-                run.log.validation(epoch, metrics)
-                save_validated(run.dir, "tuned_clip", best_names, run.best, epoch, metrics, model, None, args)
-        run.end_epoch(epoch)
-    run.log.plot()
+
+    def validate(epoch: int) -> dict[str, float] | None:
+        val_sets = fixed_val_sets or query_sets(args, name, "val", image_encoder, device, dim, cache=False)
+        if not dist.is_main:
+            return None
+        texts = [encode_texts(text_encoder, query_set.captions) for query_set in val_sets]
+        return evaluate_composed(val_sets, texts, sum_fusion)
+
+    run_epochs(run, args, train_epoch, validate, "tuned_clip", best_names, model, None)
     cleanup()
 
 

@@ -1,5 +1,5 @@
 """MLCL's multi-level Combiner (MLCL:src/combiner.py) with the original parameter names, its five-term loss and the
-inference fusion.
+inference fusion, and its checkpoint files (``load_combiner``).
 
 The CLIP4Cir layers (``common.cir.combiner.Combiner``) are kept; MLCL adds ``combiner_proj`` (the mid level),
 two temperatures (learnable with ``learn_t=1``, else the constant 100) and the learnable ``loss_weight``. The class is
@@ -7,6 +7,7 @@ named ``Combiner`` so that checkpoints hold it under ``'Combiner'`` as the origi
 """
 from __future__ import annotations
 
+import argparse
 import math
 from typing import NamedTuple
 
@@ -16,11 +17,19 @@ from torch import nn
 
 from common.cir.combiner import Combiner as CLIP4CirCombiner
 from common.dist import all_gather_with_grad, concat_all_gather
+from common.io import CheckpointError, PathLike, load_torch_file
+from common.runtime import get_logger
+from common.training.checkpoint import load_model
+
+logger = get_logger(__name__)
 
 FUSION_WEIGHTS = ("upstream", "train-consistent")
 LOSS_TERMS = ("h", "c", "s", "mid", "high")
 FIXED_SCALE = 100.0
 LEARN_T_KEYS = ("logit_scale", "logit_scale_sl")
+COMBINER_FLAG_HINTS = {"text_projection_layer.*": "--projection-dim", "image_projection_layer.*": "--projection-dim",
+                       "combiner_layer.*": "--projection-dim and --hidden-dim", "dynamic_scalar.0.*":
+                       "--projection-dim and --hidden-dim", "*": "--hidden-dim or the CLIP embedding width"}
 
 
 class MLCLLogits(NamedTuple):
@@ -150,3 +159,26 @@ def mlcl_loss(logits: MLCLLogits, loss_weight: torch.Tensor,
 def learn_t_of(state_dict: dict) -> int:
     """learn_t of a saved Combiner state dict: 1 when it holds ``logit_scale`` and ``logit_scale_sl``, else 0."""
     return int(all(key in state_dict for key in LEARN_T_KEYS))
+
+
+def load_combiner(path: PathLike, feature_dim: int, args: argparse.Namespace, device: torch.device) -> Combiner:
+    """The Combiner of a ``{'epoch', 'Combiner'}`` file, loaded strictly in eval mode.
+
+    ``args.learn_t`` None infers learn_t from the keys (``logit_scale``, ``logit_scale_sl`` present = 1); a given
+    value that disagrees with the file raises an error naming those keys.
+    """
+    payload = load_torch_file(path, trusted=args.trust_checkpoints)
+    if not isinstance(payload, dict) or not isinstance(payload.get("Combiner"), dict):
+        found = sorted(payload) if isinstance(payload, dict) else type(payload).__name__
+        raise CheckpointError(f"{path}: no 'Combiner' entry (found {found}); expected {{'epoch', 'Combiner'}}")
+    detected = learn_t_of(payload["Combiner"])
+    learn_t = detected if args.learn_t is None else args.learn_t
+    if learn_t != detected:
+        state = "holds" if detected else "lacks"
+        raise CheckpointError(f"{path}: --learn_t {learn_t} but the checkpoint {state} the keys logit_scale and "
+                              f"logit_scale_sl (it was trained with learn_t={detected}); pass --learn_t {detected} "
+                              "or leave the flag out to infer it")
+    combiner = Combiner(feature_dim, args.projection_dim, args.hidden_dim, learn_t).to(device)
+    load_model(path, combiner, trusted=args.trust_checkpoints, flag_hints=COMBINER_FLAG_HINTS)
+    logger.info("Combiner loaded from %s (learn_t=%d)", path, learn_t)
+    return combiner.eval()

@@ -31,23 +31,24 @@ import torch
 from torch import nn
 
 from common.args import add_comet_args, add_output_args, setup_runtime
+from common.cir.args import add_combiner_dims, preprocess_from_args
 from common.cir.data import caption_rng, compose_captions, possible_train_captions, relative_dataset
 from common.cir.evaluation import evaluate_composed
 from common.cir.frozen import FrozenImages, FrozenTexts, encode_texts
-from common.cir.selection import save_validated
+from common.cir.training import run_epochs
 from common.dist import DistInfo, cleanup
 from common.features import extract_features
 from common.runtime import autocast, get_logger, grad_scaler, run_main, seed_everything
 from common.training.checkpoint import unwrap
 from common.training.loop import data_parallel, train_loader, train_one_epoch
 from common.training.run import TrainingRun, preflight
+from mlcl.args import (adapt_output_args, add_clip_args, add_image_args, add_port_args, add_saving_args,
+                       check_cache_dir, data_root, dataset_name, short_model_name)
 from mlcl.augment import image_aug_transform
 from mlcl.combiner import FUSION_WEIGHTS, Combiner, label_offset, mlcl_loss
-from mlcl.engine import (AugmentedRows, EpochMeans, ImageEncoder, TermLog, TextEncoder, adapt_output_args,
-                         add_clip_args, add_combiner_dims, add_image_args, add_port_args, add_saving_args, build_clip,
-                         check_cache_dir, clip_cache_key, data_root, dataset_name, default_run_name,
-                         frozen_training_clip, hyperparameters, preprocess_for, query_sets, selected_checkpoints,
-                         short_model_name, train_image_table, warm_restart_lr)
+from mlcl.data import AugmentedRows, clip_cache_key, query_sets, train_image_table
+from mlcl.models import ImageEncoder, TextEncoder, build_clip, frozen_training_clip
+from mlcl.training import EpochMeans, TermLog, default_run_name, hyperparameters, selected_checkpoints, warm_restart_lr
 
 RUN_SUBDIR = "dev-models-combiner"
 logger = get_logger("mlcl.combiner_train")
@@ -181,7 +182,7 @@ def main(argv: list[str] | None = None) -> None:
     val_texts = [encode_texts(text_encoder, query_set.captions) for query_set in val_sets] if dist.is_main else []
     frozen_training_clip(model, precision)  # validation features are done; training features as the original
 
-    preprocess, augment = preprocess_for(args, dim), image_aug_transform(args.target_ratio, aug_dim)
+    preprocess, augment = preprocess_from_args(args, dim), image_aug_transform(args.target_ratio, aug_dim)
     train_set = relative_dataset(name, root, "train", preprocess, ref_aug=augment)
     if args.no_feature_cache:
         images, texts = FrozenImages(image_encoder, device, chunk_size=args.clip_bs), FrozenTexts(text_encoder)
@@ -215,7 +216,9 @@ def main(argv: list[str] | None = None) -> None:
     schedule = (WarmRestarts(optimizer, [args.combiner_lr, args.loss_weight_lr], len(loader), run.start_epoch)
                 if args.use_schedule and name == "shoes" else None)
 
-    for epoch in range(run.start_epoch, args.num_epochs):
+    epoch_terms: dict[int, dict[str, float]] = {}
+
+    def train_epoch(epoch: int) -> float:
         alpha = combiner.alpha().item()
         if name != "cirr":
             logger.info("epoch %d: alpha = 2·sigmoid(loss_weight) = %.4f", epoch, alpha)
@@ -225,16 +228,17 @@ def main(argv: list[str] | None = None) -> None:
                        schedule=schedule)
         combiner.train()
         loss = train_one_epoch(loader, step, optimizer, scaler, epoch, device, run.log.tracker, "combiner")
-        run.log.train(epoch, loss)
-        terms.log(epoch, {**{f"loss_{key}": value for key, value in means.result().items()}, "alpha": alpha})
-        if epoch % args.validation_frequency == 0 and dist.is_main:
-            combiner.eval()
-            metrics = evaluate_composed(val_sets, val_texts,
-                                        partial(combiner.fused_query, fusion_weights=args.fusion_weights))
-            run.log.validation(epoch, metrics)
-            save_validated(run.dir, "combiner", best_names, run.best, epoch, metrics, combiner, None, args)
-        run.end_epoch(epoch)
-    run.log.plot()
+        epoch_terms[epoch] = {**{f"loss_{key}": value for key, value in means.result().items()}, "alpha": alpha}
+        return loss
+
+    def validate(epoch: int) -> dict[str, float] | None:
+        if not dist.is_main:
+            return None
+        combiner.eval()
+        return evaluate_composed(val_sets, val_texts, partial(combiner.fused_query, fusion_weights=args.fusion_weights))
+
+    run_epochs(run, args, train_epoch, validate, "combiner", best_names, combiner, None,
+               after_train=lambda epoch: terms.log(epoch, epoch_terms.pop(epoch)))
     cleanup()
 
 

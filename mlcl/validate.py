@@ -17,14 +17,14 @@ import sys
 from pathlib import Path
 
 from common.args import setup_runtime
-from common.cir.evaluation import evaluate_composed, metrics_json_path, print_metrics
+from common.cir.evaluation import evaluate_composed, metrics_json_path, write_metrics
 from common.cir.frozen import encode_texts
 from common.dist import cleanup
-from common.io import atomic_write_json
 from common.runtime import run_main
 from common.training.run import check_writable_root
-from mlcl.engine import (ImageEncoder, TextEncoder, add_evaluation_args, add_port_args, check_cache_dir, dataset_name,
-                         evaluation_models, query_sets)
+from mlcl.args import add_evaluation_args, add_port_args, check_cache_dir, dataset_name
+from mlcl.data import query_sets
+from mlcl.models import ImageEncoder, TextEncoder, evaluation_models
 
 SHORT_NAMES = {"fashioniq": "fiq", "shoes": "shoes", "cirr": "cirr"}
 
@@ -62,9 +62,7 @@ def main(argv: list[str] | None = None) -> dict[str, float] | None:
     if dist.is_main:
         text_encoder = TextEncoder(model, dist.device)
         metrics = evaluate_composed(sets, [encode_texts(text_encoder, s.captions) for s in sets], combine)
-        print_metrics(args.dataset, metrics)
-        atomic_write_json(metrics, path, indent=2)
-        print(f"metrics written to {path}")
+        write_metrics(args.dataset, metrics, path)
     cleanup()
     return metrics
 

@@ -19,9 +19,11 @@ from common.dist import cleanup
 from common.metrics.cir import cirr_rankings
 from common.runtime import run_main
 from common.training.run import check_writable_root
-from reranking_cir.engine import (add_image_args, add_port_args, add_stage_path_args, build_models, build_query_sets,
-                                  resolve_stage_path, stage1_scores, stage1_topk)
+from reranking_cir.args import add_image_args, add_port_args, add_stage_path_args
+from reranking_cir.data import build_query_sets
+from reranking_cir.models import build_models, resolve_stage_path
 from reranking_cir.paths import stage1_run_dir, topk_file_name
+from reranking_cir.stage1_ranking import stage1_scores, stage1_topk
 from reranking_cir.topk import save_topk
 
 

@@ -16,10 +16,12 @@ from common.args import setup_runtime
 from common.cirr_submission import add_submission_args, submission_folder, write_checked_submission
 from common.dist import cleanup
 from common.runtime import run_main
-from reranking_cir.engine import (add_image_args, add_port_args, add_stage2_eval_args, add_stage_path_args,
-                                  build_models, build_query_sets, gallery_tokens_for_stage2, load_set_topk,
-                                  non_reference_members, rerank, resolve_stage_path)
+from reranking_cir.args import add_image_args, add_port_args, add_stage2_eval_args, add_stage_path_args
+from reranking_cir.data import build_query_sets, gallery_tokens_for_stage2
+from reranking_cir.models import build_models, resolve_stage_path
 from reranking_cir.rerank import rerank_order, rerank_topk
+from reranking_cir.stage1_ranking import non_reference_members
+from reranking_cir.stage2_reranking import load_set_topk, rerank
 
 LIST_LENGTH = 50
 

@@ -1,4 +1,5 @@
-"""Building the two stages from BLIP's ``model_base.pth`` and loading their checkpoints.
+"""Building the two stages from BLIP's ``model_base.pth`` and loading their checkpoints, as every script needs them
+(``build_models``: tokenizer, stage 1 and stage 2 from the flags).
 
 Stage 1 (``CirStage1``, checkpoint key ``BLIP_Retrieval``) loads ``model_base.pth`` with BLIP's loader. Stage 2
 (``CirStage2``, key ``BLIP_NLVR``) loads it through the key duplication of ``src/blip_stage2.py``: every single-stream
@@ -7,10 +8,25 @@ self/cross-attention, output projection and LayerNorm key of the text encoder is
 """
 from __future__ import annotations
 
-import torch
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
 
-from common.blip import CirStage1, CirStage2, LoadReport, MedConfig, ViTConfig, load_blip_checkpoint, remap_twin
+import torch
+from torch import nn
+from transformers import BertTokenizer
+
+from common.args import vit_config_from_arg
+from common.blip import (CirStage1, CirStage2, LoadReport, MedConfig, ViTConfig, build_blip_tokenizer,
+                         load_blip_checkpoint, remap_twin)
+from common.blip.checkpoint import read_blip_file
+from common.blip.config import med_config_from_arg
 from common.io import CheckpointError, PathLike, load_torch_file
+from common.runtime import get_logger
+from reranking_cir.args import DEFAULT_MED_CONFIG
+from reranking_cir.paths import get_model_path
+
+logger = get_logger(__name__)
 
 STAGE_KEYS = {1: "BLIP_Retrieval", 2: "BLIP_NLVR"}
 STAGE1_VIT_CKPT_LAYERS = 4
@@ -73,3 +89,56 @@ def freeze(module: torch.nn.Module) -> torch.nn.Module:
     module.requires_grad_(False)
     return module
 
+
+@dataclass
+class Models:
+    tokenizer: BertTokenizer
+    stage1: CirStage1
+    stage2: CirStage2 | None = None
+
+
+def build_models(args: argparse.Namespace, device: torch.device, stage1_path: PathLike | None = None,
+                 stage2: bool = False, stage2_path: PathLike | None = None) -> Models:
+    """Stage 1 (and stage 2) from ``model_base.pth``, then the given checkpoints loaded strictly; eval mode."""
+    tokenizer = build_blip_tokenizer(args.tokenizer, allow_download=args.allow_download)
+    med = med_config_from_arg(args.med_config_path, DEFAULT_MED_CONFIG)
+    if len(tokenizer) > med.vocab_size:
+        raise ValueError(f"the tokenizer has {len(tokenizer)} tokens but {args.med_config_path} sets vocab_size "
+                         f"{med.vocab_size}")
+    vit = vit_config_from_arg(args.vit_config)
+    path, payload = read_blip_file(args.blip_pretrained_path, allow_download=args.allow_download,
+                                   trusted=args.trust_checkpoints)
+    embed_dim = payload.get("model", payload)["vision_proj.weight"].shape[0]
+    first = build_stage1(vit, med, args.input_dim, tokenizer.enc_token_id, embed_dim)
+    _init(init_stage1, first, payload, path)
+    if stage1_path is not None:
+        epoch = load_stage(first, stage1_path, 1, args.trust_checkpoints)
+        logger.info("stage 1 loaded from %s (epoch %s)", stage1_path, epoch)
+    second = None
+    if stage2:
+        second = build_stage2(vit, med, args.input_dim, tokenizer.enc_token_id)
+        report = _init(init_stage2, second, payload, path)
+        logger.info("stage 2 initialised from %s: %d keys loaded, fresh: %s", path, len(report.loaded),
+                    sorted({key.split(".weight")[0].split(".bias")[0] for key in report.missing}))
+        if stage2_path is not None:
+            epoch = load_stage(second, stage2_path, 2, args.trust_checkpoints)
+            logger.info("stage 2 loaded from %s (epoch %s)", stage2_path, epoch)
+        second = second.to(device).eval()
+    return Models(tokenizer, first.to(device).eval(), second)
+
+
+def _init(init, model: nn.Module, payload: dict, path: Path):
+    try:
+        return init(model, payload)
+    except CheckpointError as error:
+        raise CheckpointError(f"{path}: {error}") from error
+
+
+def same_vit(first: nn.Module, second: nn.Module) -> bool:
+    """Whether two ViTs hold the same weights (then their gallery tokens are shared)."""
+    a, b = first.state_dict(), second.state_dict()
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def resolve_stage_path(path: PathLike | None, dataset: str, args: argparse.Namespace) -> Path | None:
+    return None if path is None else get_model_path(path, dataset, args.models_root)

@@ -27,7 +27,7 @@ from matplotlib.ticker import FixedLocator, MaxNLocator, NullLocator, StrMethodF
 from common.cir.data import FIQ_DRESS_TYPES
 from common.io import atomic_write_json
 from common.runtime import run_main
-from reranking_cir.engine import DATASET_HELP, dataset_name
+from reranking_cir.args import DATASET_HELP, dataset_name
 from reranking_cir.paths import DTYPE
 from reranking_cir.ranking_delta import delta_stats, load_labels
 

@@ -28,16 +28,16 @@ from transformers import BertTokenizer
 
 from common.args import setup_runtime
 from common.blip import CirStage1, tokenize
-from common.cir.data import caption_rng, compose_captions, dataset_root, relative_dataset
+from common.cir.data import compose_captions
 from common.dist import DistInfo, all_gather_with_grad, cleanup, concat_all_gather
-from common.runtime import autocast, grad_scaler, run_main
-from common.training.loop import data_parallel, train_loader, train_one_epoch
-from common.training.lr import cosine_lr_schedule
-from reranking_cir.engine import (build_models, build_query_sets, preprocess_from_args, stage1_metrics,
-                                  stage1_scores)
+from common.runtime import autocast, run_main
+from common.training.loop import data_parallel
+from reranking_cir.data import build_query_sets
+from reranking_cir.models import build_models
 from reranking_cir.models import STAGE_KEYS, freeze
-from reranking_cir.training import add_training_args, hyperparameters, open_run, save_checkpoints
-from reranking_cir.validate import print_metrics
+from reranking_cir.stage1_ranking import stage1_metrics, stage1_scores
+from reranking_cir.training import (add_training_args, hyperparameters, open_run, report_validation, train_setup,
+                                    train_stage)
 
 HYPERPARAMETERS = ("num_epochs", "blip_learning_rate", "blip_max_epoch", "batch_size", "blip_bs",
                    "validation_frequency", "transform", "target_ratio", "save_training", "save_best",
@@ -115,36 +115,24 @@ def main(argv: list[str] | None = None) -> None:
     parameters = trainable_parameters(model, args.blip_img_tune)
     val_sets = build_query_sets(args, name, "val", model.visual_encoder, device)
     if not args.train:
-        metrics = validate(models, val_sets, args)
-        if dist.is_main:
-            print_metrics(metrics)
-        cleanup()
+        report_validation(validate(models, val_sets, args), dist)
         return
 
-    data = relative_dataset(name, dataset_root(name, args.data_root), "train", preprocess_from_args(args))
-    loader = train_loader(data, args.batch_size, args.num_workers, dist, args.seed)
-    optimizer = torch.optim.AdamW(parameters, lr=args.blip_learning_rate, weight_decay=0.05)
-    scaler = grad_scaler(device, amp)
+    loader, optimizer, scaler = train_setup(args, dist, parameters)
     logits_fn = data_parallel(QueryLogits(model), dist)
     run = open_run(args, dist, "stageI", {"model": model, "optimizer": optimizer, "scaler": scaler},
                    hyperparameters(args, HYPERPARAMETERS, world_size=dist.world_size))
     step = partial(stage1_step, name=name, model=model, logits_fn=logits_fn, tokenizer=models.tokenizer, dist=dist,
                    amp=amp, chunk=args.blip_bs, img_tune=args.blip_img_tune)
-    for epoch in range(run.start_epoch, args.num_epochs):
-        cosine_lr_schedule(optimizer, epoch, args.blip_max_epoch, args.blip_learning_rate, 0.0)
-        model.train()
-        loss = train_one_epoch(loader, partial(step, rng=caption_rng(args.seed, dist.rank, epoch)), optimizer, scaler,
-                               epoch, device, run.log.tracker, "stage I", accumulation=args.grad_accumulation_step)
-        run.log.train(epoch, loss)
-        if epoch % args.validation_frequency == 0:
-            if args.blip_img_tune:  # the ViT has changed: the gallery tokens are encoded again
-                val_sets = build_query_sets(args, name, "val", model.visual_encoder, device)
-            metrics = validate(models, val_sets, args)
-            if dist.is_main:
-                run.log.validation(epoch, metrics)
-                save_checkpoints(run, args, epoch, metrics, model, optimizer, STAGE_KEYS[1])
-        run.end_epoch(epoch)
-    run.log.plot()
+
+    def validate_epoch() -> dict[str, float]:
+        nonlocal val_sets
+        if args.blip_img_tune:  # the ViT has changed: the gallery tokens are encoded again
+            val_sets = build_query_sets(args, name, "val", model.visual_encoder, device)
+        return validate(models, val_sets, args)
+
+    train_stage(args, dist, run, loader, step, optimizer, scaler, [model], "stage I", validate_epoch, model,
+                STAGE_KEYS[1])
     cleanup()
 
 

@@ -29,18 +29,19 @@ from transformers import BertTokenizer
 
 from common.args import setup_runtime
 from common.blip import CirStage1, CirStage2, tokenize
-from common.cir.data import caption_rng, compose_captions, dataset_root, relative_dataset
+from common.cir.data import compose_captions
 from common.dist import DistInfo, all_gather_with_grad, cleanup, concat_all_gather
-from common.runtime import autocast, grad_scaler, run_main
-from common.training.loop import data_parallel, train_loader, train_one_epoch
-from common.training.lr import cosine_lr_schedule
-from reranking_cir.engine import (add_stage2_eval_args, build_models, build_query_sets, gallery_tokens_for_stage2,
-                                  load_set_topk, preprocess_from_args, rerank, resolve_stage_path, stage2_metrics)
+from common.runtime import autocast, run_main
+from common.training.loop import data_parallel
+from reranking_cir.args import add_stage2_eval_args
+from reranking_cir.data import build_query_sets, gallery_tokens_for_stage2
+from reranking_cir.models import build_models, resolve_stage_path
 from reranking_cir.models import STAGE_KEYS, freeze
 from reranking_cir.paths import top_k_pattern
 from reranking_cir.stage1_train import encode_images
-from reranking_cir.training import add_training_args, hyperparameters, open_run, save_checkpoints
-from reranking_cir.validate import print_metrics
+from reranking_cir.stage2_reranking import load_set_topk, rerank, stage2_metrics
+from reranking_cir.training import (add_training_args, hyperparameters, open_run, report_validation, train_setup,
+                                    train_stage)
 
 HYPERPARAMETERS = ("num_epochs", "blip_learning_rate", "blip_max_epoch", "batch_size", "blip_bs",
                    "validation_frequency", "transform", "target_ratio", "save_training", "save_best",
@@ -131,36 +132,19 @@ def main(argv: list[str] | None = None) -> None:
     val_sets = build_query_sets(args, name, "val", stage1.visual_encoder, device)
     topks = [load_set_topk(args, query_set, args.top_k_path, name, "val", args.K_value) for query_set in val_sets]
     if not args.train:
-        metrics = validate(models, val_sets, topks, args, device)
-        if dist.is_main:
-            print_metrics(metrics)
-        cleanup()
+        report_validation(validate(models, val_sets, topks, args, device), dist)
         return
 
-    data = relative_dataset(name, dataset_root(name, args.data_root), "train", preprocess_from_args(args))
-    loader = train_loader(data, args.batch_size, args.num_workers, dist, args.seed)
-    optimizer = torch.optim.AdamW(parameters, lr=args.blip_learning_rate, weight_decay=0.05)
-    scaler = grad_scaler(device, amp)
+    loader, optimizer, scaler = train_setup(args, dist, parameters)
     scores_fn = data_parallel(PairScores(stage2, args.kv_reuse), dist)
     params = hyperparameters(args, HYPERPARAMETERS, world_size=dist.world_size, blip_model_path=args.blip_model_path,
                              top_k_path=top_k_pattern(args.top_k_path, name, models_root=args.models_root))
     run = open_run(args, dist, "stageII", {"model": stage2, "optimizer": optimizer, "scaler": scaler}, params)
     step = partial(stage2_step, name=name, stage1=stage1, stage2=stage2, scores_fn=scores_fn,
                    tokenizer=models.tokenizer, dist=dist, amp=amp, chunk=args.blip_bs, img_tune=args.blip_img_tune)
-    for epoch in range(run.start_epoch, args.num_epochs):
-        cosine_lr_schedule(optimizer, epoch, args.blip_max_epoch, args.blip_learning_rate, 0.0)
-        stage1.train()  # z_t with dropout, as the original
-        stage2.train()  # drop-path in the ViT, as the original
-        loss = train_one_epoch(loader, partial(step, rng=caption_rng(args.seed, dist.rank, epoch)), optimizer, scaler,
-                               epoch, device, run.log.tracker, "stage II", accumulation=args.grad_accumulation_step)
-        run.log.train(epoch, loss)
-        if epoch % args.validation_frequency == 0:
-            metrics = validate(models, val_sets, topks, args, device)
-            if dist.is_main:
-                run.log.validation(epoch, metrics)
-                save_checkpoints(run, args, epoch, metrics, stage2, optimizer, STAGE_KEYS[2])
-        run.end_epoch(epoch)
-    run.log.plot()
+    # both in train mode, as the original: z_t with dropout, drop-path in the stage-2 ViT
+    train_stage(args, dist, run, loader, step, optimizer, scaler, [stage1, stage2], "stage II",
+                partial(validate, models, val_sets, topks, args, device), stage2, STAGE_KEYS[2])
     cleanup()
 
 

@@ -1,20 +1,30 @@
 """What the two training scripts share: the original flags, the run folder ``CIR_Reranking_<stage>_<fiq|cirr>_
-<timestamp>_<hostname>``, and checkpoint selection."""
+<timestamp>_<hostname>``, and the epoch loop with the original checkpoint selection."""
 from __future__ import annotations
 
 import argparse
 import socket
 from datetime import datetime
-from typing import Any
+from functools import partial
+from typing import Any, Callable, Sequence
 
 import torch
+from torch import nn
+from torch.utils.data import DataLoader
 
 from common.args import add_comet_args, add_output_args
-from common.cir.selection import save_validated
-from common.dist import DistInfo
+from common.cir.args import (SHORT_NAMES, add_save_args, add_validation_frequency, original_hyperparameters,
+                             preprocess_from_args)
+from common.cir.data import caption_rng, dataset_root, relative_dataset
+from common.cir.training import run_epochs
+from common.dist import DistInfo, cleanup
+from common.runtime import grad_scaler
 from common.training.experiment import UPSTREAM_TIMESTAMP, write_hyperparameters
+from common.training.loop import StepFn, train_loader, train_one_epoch
+from common.training.lr import cosine_lr_schedule
 from common.training.run import TrainingRun
-from reranking_cir.engine import DATASET_HELP, DATASETS, add_image_args, add_port_args, dataset_name
+from reranking_cir.args import DATASET_HELP, add_image_args, add_port_args, dataset_name
+from reranking_cir.validate import print_metrics
 
 BEST_FILES = {"fashioniq": {"average_recall": "blip"}, "cirr": {"mean(R@5+R_s@1)": "blip_mean"}}
 
@@ -43,13 +53,10 @@ def add_training_args(parser: argparse.ArgumentParser, num_epochs: int, img_tune
                              "as the original (default: frozen, fp32, no gradient)")
     parser.add_argument("--batch-size", type=int, default=1024, help="triplets per step, all processes together under torchrun (default 1024)")
     parser.add_argument("--blip-bs", type=int, default=32, help="images per ViT forward in training (default 32)")
-    parser.add_argument("--validation-frequency", type=int, default=3,
-                        help="validate when epoch %% frequency == 0 (default 3)")
+    add_validation_frequency(parser, 3)
     add_image_args(parser)
-    parser.add_argument("--save-training", action="store_true", help="write checkpoints at all")
-    parser.add_argument("--save-best", action="store_true",
-                        help="with --save-training keep blip_last.pt and the best (blip.pt for FashionIQ, "
-                             "blip_mean.pt for CIRR) instead of one blip_<epoch>.pt per validation")
+    add_save_args(parser, "with --save-training keep blip_last.pt and the best (blip.pt for FashionIQ, blip_mean.pt "
+                          "for CIRR) instead of one blip_<epoch>.pt per validation")
     add_port_args(parser, num_workers=4)
     add_output_args(parser)
 
@@ -59,7 +66,7 @@ def open_run(args: argparse.Namespace, dist: DistInfo, stage: str, state: dict[s
     """The run folder ``<output-root>/models/CIR_Reranking_<stage>_<fiq|cirr>_<timestamp>_<hostname>`` (or
     ``--run-name``) with ``<experiment-name>.json`` as the original names it; without a name the original wrote
     ``None.json``, here the same dict is only in ``training_hyperparameters.json``."""
-    prefix = f"CIR_Reranking_{stage}_{DATASETS[args.dataset]}"
+    prefix = f"CIR_Reranking_{stage}_{SHORT_NAMES[args.dataset]}"
     if args.run_name is None and args.resume is None:
         args.run_name = f"{prefix}_{datetime.now().strftime(UPSTREAM_TIMESTAMP)}_{socket.gethostname()}"
     run = TrainingRun(args, dist, prefix, state, params, "candidate-reranking-cir",
@@ -69,16 +76,47 @@ def open_run(args: argparse.Namespace, dist: DistInfo, stage: str, state: dict[s
     return run
 
 
-def save_checkpoints(run: TrainingRun, args: argparse.Namespace, epoch: int, metrics: dict[str, float],
-                     model: torch.nn.Module, optimizer: torch.optim.Optimizer, key: str) -> list[str]:
-    """``blip_last.pt`` and the best / per-epoch files of the original selection rules."""
-    return save_validated(run.dir, "blip", BEST_FILES[args.dataset], run.best, epoch, metrics, model, optimizer,
-                          args, key=key)
+def report_validation(metrics: dict[str, float], dist: DistInfo) -> None:
+    """Without ``--train``: print the validation metrics (process 0) and leave the process group."""
+    if dist.is_main:
+        print_metrics(metrics)
+    cleanup()
+
+
+def train_setup(args: argparse.Namespace, dist: DistInfo,
+                parameters: Sequence[nn.Parameter]) -> tuple[DataLoader, torch.optim.Optimizer, torch.amp.GradScaler]:
+    """The train triplets' loader, AdamW over ``parameters`` (weight decay 0.05, as the original) and the AMP
+    scaler."""
+    data = relative_dataset(args.dataset, dataset_root(args.dataset, args.data_root), "train",
+                            preprocess_from_args(args))
+    loader = train_loader(data, args.batch_size, args.num_workers, dist, args.seed)
+    optimizer = torch.optim.AdamW(parameters, lr=args.blip_learning_rate, weight_decay=0.05)
+    return loader, optimizer, grad_scaler(dist.device, not args.no_amp)
+
+
+def train_stage(args: argparse.Namespace, dist: DistInfo, run: TrainingRun, loader: DataLoader, step: StepFn,
+                optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, modules: Sequence[nn.Module],
+                desc: str, validate: Callable[[], dict[str, float]], model: nn.Module, key: str) -> None:
+    """The original epoch loop: cosine rate per epoch, ``modules`` in train mode, one pass (``step`` draws its
+    FashionIQ captions from the epoch's generator), validation on every process every ``--validation-frequency``
+    epochs, then ``model`` saved as ``blip_last.pt`` and the best / per-epoch files of the original selection."""
+
+    def train_epoch(epoch: int) -> float:
+        cosine_lr_schedule(optimizer, epoch, args.blip_max_epoch, args.blip_learning_rate, 0.0)
+        for module in modules:
+            module.train()
+        return train_one_epoch(loader, partial(step, rng=caption_rng(args.seed, dist.rank, epoch)), optimizer,
+                               scaler, epoch, dist.device, run.log.tracker, desc,
+                               accumulation=args.grad_accumulation_step)
+
+    def validate_epoch(epoch: int) -> dict[str, float] | None:
+        metrics = validate()
+        return metrics if dist.is_main else None
+
+    run_epochs(run, args, train_epoch, validate_epoch, "blip", BEST_FILES[args.dataset], model, optimizer, key=key)
 
 
 def hyperparameters(args: argparse.Namespace, keys: tuple[str, ...], **extra: Any) -> dict[str, Any]:
     """The original parameter dict (``keys`` of ``args``) plus what this port adds."""
-    params = {key: getattr(args, key) for key in keys}
-    params.update(seed=args.seed, vit_config=args.vit_config, blip_pretrained_path=str(args.blip_pretrained_path),
-                  **extra)
-    return params
+    return original_hyperparameters(args, keys, dress_types=False, seed=args.seed, vit_config=args.vit_config,
+                                    blip_pretrained_path=str(args.blip_pretrained_path), **extra)

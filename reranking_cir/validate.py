@@ -13,15 +13,17 @@ import sys
 from pathlib import Path
 
 from common.args import setup_runtime
+from common.cir.args import SHORT_NAMES
 from common.cir.evaluation import metrics_json_path
 from common.dist import cleanup
 from common.io import atomic_write_json
 from common.runtime import run_main
 from common.training.run import check_writable_root
-from reranking_cir.engine import (DATASET_HELP, DATASETS, add_image_args, add_port_args, build_models, build_query_sets,
-                                  dataset_name, print_wide_recalls, resolve_stage_path, stage1_metrics,
-                                  stage1_scores, stage1_topk)
+from reranking_cir.args import DATASET_HELP, add_image_args, add_port_args, dataset_name
+from reranking_cir.data import build_query_sets
+from reranking_cir.models import build_models, resolve_stage_path
 from reranking_cir.paths import stage1_run_dir, topk_file_name
+from reranking_cir.stage1_ranking import print_wide_recalls, stage1_metrics, stage1_scores, stage1_topk
 from reranking_cir.topk import save_topk
 
 
@@ -59,7 +61,7 @@ def main(argv: list[str] | None = None) -> dict[str, float] | None:
     if args.save_topk and stage1_path is None and args.topk_dir is None:
         raise ValueError("--save-topk without --stage1-path needs --topk-dir")
     path = metrics_json_path(args.metrics_json, (stage1_path, args.blip_pretrained_path),
-                             f"stage1_{DATASETS[args.dataset]}_{split}")
+                             f"stage1_{SHORT_NAMES[args.dataset]}_{split}")
     check_writable_root(path.parent, "--metrics-json")
     if args.save_topk:
         folder = Path(args.topk_dir) if args.topk_dir else stage1_run_dir(stage1_path)

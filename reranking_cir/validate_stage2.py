@@ -17,16 +17,18 @@ import sys
 from pathlib import Path
 
 from common.args import setup_runtime
+from common.cir.args import SHORT_NAMES
 from common.cir.evaluation import metrics_json_path
 from common.dist import cleanup
 from common.io import atomic_torch_save, atomic_write_json
 from common.runtime import run_main
 from common.training.run import check_writable_root
-from reranking_cir.engine import (DATASET_HELP, DATASETS, add_image_args, add_port_args, add_stage2_eval_args,
-                                  add_stage_path_args, build_models,
-                                  build_query_sets, dataset_name, gallery_tokens_for_stage2, load_set_topk,
-                                  resolve_stage_path, rerank, stage2_metrics)
+from reranking_cir.args import (DATASET_HELP, add_image_args, add_port_args, add_stage2_eval_args, add_stage_path_args,
+                                dataset_name)
+from reranking_cir.data import build_query_sets, gallery_tokens_for_stage2
+from reranking_cir.models import build_models, resolve_stage_path
 from reranking_cir.paths import DTYPE
+from reranking_cir.stage2_reranking import load_set_topk, rerank, stage2_metrics
 from reranking_cir.validate import print_metrics
 
 
@@ -64,7 +66,7 @@ def main(argv: list[str] | None = None) -> dict[str, float] | None:
     args = build_parser().parse_args(argv)
     dist = setup_runtime(args)
     stage2_path = resolve_stage_path(args.stage2_path, args.dataset, args)
-    path = metrics_json_path(args.metrics_json, (stage2_path,), f"stage2_{DATASETS[args.dataset]}_k{args.k}")
+    path = metrics_json_path(args.metrics_json, (stage2_path,), f"stage2_{SHORT_NAMES[args.dataset]}_k{args.k}")
     check_writable_root(path.parent, "--metrics-json")
     if args.save_labels:
         check_writable_root(Path(args.save_labels).parent, "--save-labels")

@@ -63,28 +63,26 @@ class RetrievalAnnotation:
     txt2img: list[list[int]] = field(default_factory=list)
 
 
-class TcrImageDataset(RetrievalImageDataset):
+class AnnotationMaps:
+    """``img2txt``/``txt2img`` of a dataset over ``self.ann``: the annotation's maps."""
+
+    ann: RetrievalAnnotation
+
+    @property
+    def img2txt(self) -> list[list[int]]:
+        return self.ann.img2txt
+
+    @property
+    def txt2img(self) -> list[list[int]]:
+        return self.ann.txt2img
+
+
+class TcrImageDataset(AnnotationMaps, RetrievalImageDataset):
     """Images of a TCR test set; ``img2txt``/``txt2img`` are the annotation's maps."""
 
-    @property
-    def img2txt(self) -> list[list[int]]:
-        return self.ann.img2txt
 
-    @property
-    def txt2img(self) -> list[list[int]]:
-        return self.ann.txt2img
-
-
-class TcrTextDataset(RetrievalTextDataset):
+class TcrTextDataset(AnnotationMaps, RetrievalTextDataset):
     """Captions (or PEDES token rows) of a TCR test set; ``img2txt``/``txt2img`` are the annotation's maps."""
-
-    @property
-    def img2txt(self) -> list[list[int]]:
-        return self.ann.img2txt
-
-    @property
-    def txt2img(self) -> list[list[int]]:
-        return self.ann.txt2img
 
 
 def read_nocaps(ann_root: PathLike, domain: str | None, max_words: int = MAX_WORDS) -> RetrievalAnnotation:

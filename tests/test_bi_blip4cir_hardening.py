@@ -6,11 +6,13 @@ import re
 import pytest
 import torch
 
-import bi_blip4cir.engine as engine
+from bi_blip4cir import data as bi_data
+from bi_blip4cir import models as bi_models
 import common.runtime as runtime
 from bi_blip4cir import clip_fine_tune, validate
 from common.blip.config import ViTConfig
 from common.blip.tiny import write_tiny_blip_files
+from common.cir.args import preprocess_from_args
 from common.cir.combiner import Combiner
 from common.cir.data import TripletRows, classic_dataset
 from common.data.images import ImageReadError
@@ -51,11 +53,11 @@ def no_heavy_work(monkeypatch):
 
 def test_train_table_encodes_only_the_images_the_triplets_use(tiny):
     args = parsed(tiny)
-    image_encoder, _ = engine.build_blip_encoders(args, torch.device("cpu"))
+    image_encoder, _ = bi_models.build_blip_encoders(args, torch.device("cpu"))
     root = tiny["data"] / "cirr_dataset"
-    train = engine.train_triplets(args, root, image_encoder, torch.device("cpu"))
+    train = bi_data.train_triplets(args, root, image_encoder, torch.device("cpu"))
     used = TripletRows(train.train_set, {}).used_images()
-    split = classic_dataset("cirr", root, "train", engine.preprocess_from_args(args))
+    split = classic_dataset("cirr", root, "train", preprocess_from_args(args))
     assert len(train.images.table) == len(used) < len(split)
     assert sorted(train.data.rows) == sorted(used) and train.skipped == []
     reference_row, target_row, _, _ = train.data[0]
@@ -128,8 +130,8 @@ def test_a_checkpoint_typo_fails_before_any_model_is_built(tiny, tmp_path, monke
 
 def test_validate_writes_metrics_next_to_the_checkpoint(tiny, tmp_path, capsys):
     args = parsed(tiny)
-    _, text_encoder = engine.build_blip_encoders(args, torch.device("cpu"))
-    checkpoint = save_model("tuned_blip_best", 0, text_encoder, tmp_path / "run", key=engine.TEXT_ENCODER_KEY)
+    _, text_encoder = bi_models.build_blip_encoders(args, torch.device("cpu"))
+    checkpoint = save_model("tuned_blip_best", 0, text_encoder, tmp_path / "run", key=bi_models.TEXT_ENCODER_KEY)
     metrics = validate.main(["--dataset", "CIRR", *tiny["args"], "--combining-function", "sum",
                              "--blip-model-path", str(checkpoint)])
     path = checkpoint.parent / "tuned_blip_best_val_cirr_sum.json"
@@ -147,7 +149,7 @@ def test_a_combiner_of_another_size_names_key_shapes_and_flag(tiny, tmp_path):
                                                "--combiner-path", str(path), "--feature-dim", "16",
                                                "--projection-dim", "48", "--hidden-dim", "64"])
     with pytest.raises(CheckpointError) as caught:
-        engine.combining_function(args, torch.device("cpu"))
+        bi_models.combining_function(args, torch.device("cpu"))
     message = str(caught.value)
     assert message.startswith(f"{path}: checkpoint does not fit Combiner: shape mismatch for ")
     assert "text_projection_layer.weight: checkpoint (32, 16), model (48, 16) (that size is set by " \

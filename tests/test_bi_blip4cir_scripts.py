@@ -1,4 +1,4 @@
-"""The four Bi-BLIP4CIR scripts end to end on tiny synthetic data, plus the engine pieces they share.
+"""The four Bi-BLIP4CIR scripts end to end on tiny synthetic data, plus the pieces they share.
 
 Scripts run as subprocesses exactly as a user runs them (``python bi_blip4cir/<script>.py``), one process and
 under torchrun. Module-scoped fixtures reuse the runs across tests.
@@ -17,10 +17,11 @@ import pytest
 import torch
 
 from bi_blip4cir import cirr_test_submission, clip_fine_tune, combiner_train, validate
-from bi_blip4cir.engine import (TEXT_ENCODER_KEY, encode_image_table, load_evaluation_models, load_text_encoder,
-                                preprocess_from_args)
+from bi_blip4cir.features import encode_image_table
+from bi_blip4cir.models import TEXT_ENCODER_KEY, load_evaluation_models, load_text_encoder
 from bi_blip4cir.losses import bidirectional_loss, stage1_logits
 from bi_blip4cir.prompts import insert_marker
+from common.cir.args import preprocess_from_args
 from common.cir.combiner import Combiner
 from common.cir.data import classic_dataset, dataset_root
 from common.data.images import open_image

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from bi_blip4cir.engine import relative_dataset
+from bi_blip4cir.data import relative_dataset
 from bi_blip4cir.losses import sum_fusion
 from common.cir.evaluation import build_query_sets, evaluate_composed, metrics_json_path
 from common.synthetic.writers import write_cirr, write_fashioniq

@@ -7,7 +7,7 @@ import torch
 from torch.utils.data import Dataset
 
 from bi_blip4cir import validate
-from bi_blip4cir.engine import encode_image_table, encode_text_table
+from bi_blip4cir.features import encode_image_table, encode_text_table
 
 CPU = torch.device("cpu")
 

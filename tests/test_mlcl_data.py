@@ -14,17 +14,20 @@ import torch
 from PIL import Image
 
 from common.cir.data import relative_dataset
+from common.cir.data import NamedImages
 from common.clip import write_tiny_clip
 from common.io import CheckpointError
 from common.runtime import seed_everything
 from common.synthetic.writers import write_shoes_raw
 from common.transforms import build_preprocess
 from mlcl import prepare_shoes_data
+from mlcl.args import dataset_name, short_model_name
 from mlcl.augment import DIHEDRAL_OPS, image_aug_transform
-from mlcl.combiner_train import WarmRestarts, build_optimizer, run_prefix
 from mlcl.combiner import Combiner
-from mlcl.engine import (AugmentedRows, NamedImages, build_clip, dataset_name, short_model_name, tokenize_captions,
-                         train_image_table, warm_restart_lr)
+from mlcl.combiner_train import WarmRestarts, build_optimizer, run_prefix
+from mlcl.data import AugmentedRows, train_image_table
+from mlcl.models import build_clip, tokenize_captions
+from mlcl.training import warm_restart_lr
 
 DIM = 32
 

@@ -13,9 +13,10 @@ import torch
 from common.clip import build_model, tiny_clip_state_dict, write_tiny_clip
 from common.features import cache_file
 from common.synthetic.writers import write_shoes_raw
-from mlcl import clip_fine_tune, combiner_train, engine, prepare_shoes_data
-from mlcl.engine import (ImageEncoder, TextEncoder, build_clip, clip_cache_key, clip_precision,
-                         frozen_training_clip, round_weights_to_fp16)
+from mlcl import clip_fine_tune, combiner_train, models, prepare_shoes_data
+from mlcl.data import clip_cache_key
+from mlcl.models import (ImageEncoder, TextEncoder, build_clip, clip_precision, frozen_training_clip,
+                         round_weights_to_fp16)
 
 CUDA, CPU = torch.device("cuda"), torch.device("cpu")
 HALVED = ("visual.conv1.weight", "transformer.resblocks.0.attn.in_proj_weight", "text_projection")
@@ -89,7 +90,7 @@ def test_build_clip_is_exact_on_cpu_and_rounded_in_fp16(tmp_path, monkeypatch):
     assert info["precision"] == "fp32" and model.dtype == torch.float32
     for name, value in model.state_dict().items():
         assert torch.equal(value, tuned[name]), name  # CPU: exact, as clip.load on CPU
-    monkeypatch.setattr(engine, "clip_precision", lambda device, clip_fp32=False: "fp16")  # as on CUDA
+    monkeypatch.setattr(models, "clip_precision", lambda device, clip_fp32=False: "fp16")  # as on CUDA
     model, info = build_clip(args, CPU, checkpoint)
     assert info["precision"] == "fp16" and model.dtype == torch.float32
     for name in HALVED:
@@ -148,7 +149,7 @@ def test_stage2_features_follow_the_precision(shoes, monkeypatch, forced):
     model first, then every training feature (image table, captions, augmented view) from the fp16 CLIP, with no
     autocast; the precision is recorded in the hyper-parameters."""
     if forced:
-        monkeypatch.setattr(engine, "clip_precision", lambda device, clip_fp32=False: forced)
+        monkeypatch.setattr(models, "clip_precision", lambda device, clip_fp32=False: forced)
     calls = record_encoders(monkeypatch)
     name = f"stage2_{forced or 'default'}"
     combiner_train.main([*shoes["args"], "--projection-dim", "32", "--hidden-dim", "64", "--clip-bs", "3",
@@ -170,7 +171,7 @@ def test_stage2_features_follow_the_precision(shoes, monkeypatch, forced):
 def test_stage1_frozen_table_under_autocast_in_fp16(shoes, monkeypatch):
     """--encoder text: the original encodes the frozen image features under autocast at every step, so the table
     is computed with autocast in the 'fp16' precision (a no-op on CPU) and without it under --clip-fp32."""
-    monkeypatch.setattr(engine, "clip_precision", lambda device, clip_fp32=False: "fp32" if clip_fp32 else "fp16")
+    monkeypatch.setattr(models, "clip_precision", lambda device, clip_fp32=False: "fp32" if clip_fp32 else "fp16")
     calls = record_encoders(monkeypatch)
     for flags, amp in (([], True), (["--clip-fp32"], False)):
         calls.clear()

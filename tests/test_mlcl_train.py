@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from clip.model import build_model
 from common.cir.data import relative_dataset
 from common.cir.evaluation import QuerySet, evaluate_composed
 from common.cir.frozen import FrozenImages, FrozenTexts
@@ -19,13 +20,14 @@ from common.runtime import seed_everything
 from common.synthetic.writers import write_shoes_raw
 from common.training.loop import train_loader
 from common.transforms import build_preprocess
-from clip.model import build_model
 from mlcl import prepare_shoes_data
 from mlcl.augment import image_aug_transform
 from mlcl.clip_fine_tune import QueryTarget, apply_encoder_choice, fine_tune_step
 from mlcl.combiner import Combiner, mlcl_loss
 from mlcl.combiner_train import build_optimizer, combiner_step
-from mlcl.engine import AugmentedRows, EpochMeans, ImageEncoder, TextEncoder, sum_fusion, train_image_table
+from mlcl.data import AugmentedRows, train_image_table
+from mlcl.models import ImageEncoder, TextEncoder, sum_fusion
+from mlcl.training import EpochMeans
 
 CPU = DistInfo(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
 CAPTIONS = ["make it red", "add a blue ball", "remove the cube", "turn it green", "make it larger", "on sand"]

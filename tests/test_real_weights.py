@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from bi_blip4cir.engine import TEXT_ENCODER_KEY, load_text_encoder
+from bi_blip4cir.models import TEXT_ENCODER_KEY, load_text_encoder
 from common.blip import (BlipImageEncoder, BlipItc, BlipRetrieval, BlipTextEncoder, CirStage1, CirStage2,
                          load_blip_checkpoint, remap_twin)
 from common.blip.config import MedConfig, ViTConfig

@@ -13,7 +13,7 @@ import torch
 
 from common.io import CheckpointError
 from reranking_cir import cirr_test_submission, cirr_test_submission_stage2, validate, validate_stage2
-from reranking_cir.engine import Reranked, stage2_metrics
+from reranking_cir.stage2_reranking import Reranked, stage2_metrics
 from reranking_cir.topk import TopK, TopKError, load_topk, read_topk, save_topk
 
 # pickle.dumps({"sorted_index_names": names[[[1, 2, 3], [3, 0, 2]]][:, :2], "index_names": [...], "split": "test1"},

@@ -20,7 +20,8 @@ from common.synthetic.scenes import vocabulary
 from common.synthetic.writers import write_cirr, write_fashioniq
 from reranking_cir import (cirr_test_submission, cirr_test_submission_stage2, plot_ranking_delta, stage1_train,
                            stage2_train, validate, validate_stage2)
-from reranking_cir.engine import add_port_args, build_models
+from reranking_cir.args import add_port_args
+from reranking_cir.models import build_models
 from reranking_cir.topk import read_topk
 
 REPO = Path(__file__).resolve().parent.parent

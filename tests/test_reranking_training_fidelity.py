@@ -21,8 +21,10 @@ from common.synthetic.scenes import vocabulary
 from common.synthetic.writers import write_cirr
 from common.training.loop import data_parallel
 from common.transforms import build_preprocess
-from reranking_cir import engine, stage1_train, stage2_train, validate
-from reranking_cir.engine import add_port_args, build_models
+from reranking_cir import stage1_ranking, stage1_train, stage2_reranking, stage2_train, validate
+from reranking_cir.args import add_port_args
+from reranking_cir.data import build_query_sets
+from reranking_cir.models import Models, build_models
 from reranking_cir.models import build_stage1
 
 VIT = ViTConfig(patch_size=8, width=32, depth=1, heads=2)
@@ -46,7 +48,7 @@ def port_args(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def tiny_models(argv: list[str]) -> engine.Models:
+def tiny_models(argv: list[str]) -> Models:
     """Both stages from the tiny ``model_base.pth``; stage 2's fresh layers seeded, so every process builds the same."""
     torch.manual_seed(0)
     return build_models(port_args(argv), CPU, stage2=True)
@@ -63,7 +65,7 @@ def grads(module: torch.nn.Module) -> dict[str, torch.Tensor | None]:
     return {name: None if p.grad is None else p.grad.clone() for name, p in module.named_parameters()}
 
 
-def stage1_backward(models: engine.Models, batch: tuple, img_tune: bool, dist: DistInfo = SINGLE,
+def stage1_backward(models: Models, batch: tuple, img_tune: bool, dist: DistInfo = SINGLE,
                     amp: bool = False) -> None:
     """One stage-1 training step's loss and its backward (the DDP wrapper alive until then, or it does not sync)."""
     model = models.stage1
@@ -73,7 +75,7 @@ def stage1_backward(models: engine.Models, batch: tuple, img_tune: bool, dist: D
     loss.backward()
 
 
-def stage2_backward(models: engine.Models, batch: tuple, img_tune: bool, kv_reuse: bool = True,
+def stage2_backward(models: Models, batch: tuple, img_tune: bool, kv_reuse: bool = True,
                     dist: DistInfo = SINGLE, amp: bool = False) -> None:
     """One stage-2 training step's loss and its backward."""
     scores_fn = data_parallel(stage2_train.PairScores(models.stage2, kv_reuse), dist)
@@ -159,11 +161,11 @@ def test_rerank_takes_the_z_t_references_from_the_stage2_gallery(tiny):
     args = stage2_train.build_parser().parse_args(["--dataset", "CIRR", *tiny["args"], "--top-k-path", "unused",
                                                    "--K-value", "3", "--blip-model-path", "unused"])
     models = tiny_models(tiny["args"])
-    query_set, = engine.build_query_sets(args, "cirr", "val", models.stage1.visual_encoder, CPU)
-    topk = engine.stage1_topk(query_set, engine.stage1_scores(models, query_set, args), "val", 5)
+    query_set, = build_query_sets(args, "cirr", "val", models.stage1.visual_encoder, CPU)
+    topk = stage1_ranking.stage1_topk(query_set, stage1_ranking.stage1_scores(models, query_set, args), "val", 5)
     stage2_gallery = torch.randn(query_set.gallery.shape, generator=torch.Generator().manual_seed(0))
-    given = engine.rerank(models, query_set, topk, 3, args, stage2_gallery)
-    shared = engine.rerank(models, dataclasses.replace(query_set, gallery=stage2_gallery), topk, 3, args)
+    given = stage2_reranking.rerank(models, query_set, topk, 3, args, stage2_gallery)
+    shared = stage2_reranking.rerank(models, dataclasses.replace(query_set, gallery=stage2_gallery), topk, 3, args)
     assert torch.equal(given.scores, shared.scores) and torch.equal(given.group_scores, shared.group_scores)
 
 

@@ -1,13 +1,22 @@
-"""The CLIP4Cir Combiner (v2) that fuses an image and a text feature, with the original parameter names.
+"""The CLIP4Cir Combiner (v2) that fuses an image and a text feature, with the original parameter names, and the
+``--combining-function`` choice between a trained combiner and the plain sum.
 
 Checkpoints hold it under the key ``'Combiner'`` (``{'epoch', 'Combiner', 'optimizer_state_dict'}``), so released
 ``combiner*.pt`` files load strictly.
 """
 from __future__ import annotations
 
+import argparse
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from common.cir.evaluation import Combine
+from common.runtime import get_logger
+
+logger = get_logger(__name__)
 
 
 class Combiner(nn.Module):
@@ -41,3 +50,14 @@ class Combiner(nn.Module):
         gate = self.dynamic_scalar(joint)
         output = self.output_layer(hidden) + gate * text_features + (1 - gate) * image_features
         return F.normalize(output, dim=-1)
+
+
+def combining_function(args: argparse.Namespace, sum_fusion: Combine, load_combiner: Callable[[], Combine]) -> Combine:
+    """``--combining-function``: ``sum_fusion``, or the combiner ``load_combiner()`` reads from ``--combiner-path``."""
+    if args.combining_function == "sum":
+        if args.combiner_path:
+            logger.warning("--combiner-path is ignored with --combining-function sum")
+        return sum_fusion
+    if not args.combiner_path:
+        raise ValueError("--combining-function combiner needs --combiner-path")
+    return load_combiner()

@@ -1,5 +1,6 @@
 """FashionIQ, CIRR and Shoes as the CLIP4Cir scripts use them: dataset roots, the classic (gallery) and relative
-(triplet) datasets, the train captions a query can draw, and train triplets as rows of an image-feature table."""
+(triplet) datasets, the train captions a query can draw, named images to encode, and train triplets as rows of an
+image-feature table."""
 from __future__ import annotations
 
 import argparse
@@ -11,6 +12,7 @@ from typing import Any, Callable, Sequence
 from torch.utils.data import Dataset
 
 from common.data.cir import CaptionHook, CIRRDataset, FashionIQDataset, fiq_compositions, fiq_train_caption
+from common.data.images import open_image
 from common.data.paths import LAYOUTS, resolve_dataset_root
 from common.data.shoes import ShoesDataset
 from common.io import PathLike
@@ -20,8 +22,9 @@ ImageTransform = Callable[[Any], Any]
 FIQ_DRESS_TYPES = ["dress", "toptee", "shirt"]
 """The FashionIQ categories in CLIP4Cir's order: training sets and the per-category validation follow it."""
 
-__all__ = ["DISPLAY_NAMES", "FIQ_DRESS_TYPES", "TripletRows", "caption_rng", "classic_dataset", "compose_captions",
-           "dataset_choice", "dataset_root", "possible_train_captions", "relative_dataset", "triplet_fields"]
+__all__ = ["DISPLAY_NAMES", "FIQ_DRESS_TYPES", "NamedImages", "TripletRows", "caption_rng", "classic_dataset",
+           "compose_captions", "dataset_choice", "dataset_root", "possible_train_captions", "relative_dataset",
+           "triplet_fields"]
 
 DISPLAY_NAMES = {"fashioniq": "FashionIQ", "cirr": "CIRR", "shoes": "Shoes"}
 
@@ -145,3 +148,17 @@ class TripletRows(Dataset):
             reference, target, _, _ = triplet_fields(self.dataset, index)
             names.update(dict.fromkeys((reference, target)))
         return list(names)
+
+
+class NamedImages(Dataset):
+    """(name, preprocessed image) of the listed images of a CIR dataset, e.g. the train images the triplets use."""
+
+    def __init__(self, dataset: Dataset, names: Sequence[str], preprocess: ImageTransform):
+        self.dataset, self.names, self.preprocess = dataset, list(names), preprocess
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def __getitem__(self, index: int) -> tuple[str, Any]:
+        name = self.names[index]
+        return name, self.preprocess(open_image(self.dataset.image_path(name)))

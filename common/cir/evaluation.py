@@ -16,16 +16,15 @@ from torch.utils.data import Dataset
 
 from common.cir.data import FIQ_DRESS_TYPES
 from common.data.cir import fiq_val_caption
-from common.io import PathLike, is_url
+from common.io import PathLike, atomic_write_json, is_url
 from common.metrics.cir import cirr_recalls, fiq_recalls, fiq_summary, index_of, shoes_recalls
 
 Combine = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 GalleryEncoder = Callable[[Sequence[str]], tuple[torch.Tensor, list[str]]]
 QueryDataset = Callable[[Sequence[str]], Dataset]
 
-__all__ = ["QuerySet", "build_query_sets", "evaluate", "evaluate_composed", "metrics_json_path", "print_metrics",
-           "query_scores",
-           "query_set_from_items", "set_metrics"]
+__all__ = ["QuerySet", "build_query_sets", "dataset_items", "evaluate", "evaluate_composed", "metrics_json_path", "print_metrics",
+           "query_scores", "query_set_from_items", "set_metrics", "write_metrics"]
 
 
 @dataclass
@@ -68,19 +67,24 @@ def query_set_from_items(name: str, items: Sequence[tuple], gallery: torch.Tenso
                     target_idx=index_of(targets, gallery_names), members_idx=index_of(members, gallery_names))
 
 
-def build_query_sets(name: str, split: str, encode_gallery: GalleryEncoder, queries: QueryDataset) -> list[QuerySet]:
+def dataset_items(dataset: Dataset) -> list[tuple]:
+    """Every item of a val or test relative dataset (they name images, they carry none)."""
+    return [dataset[index] for index in range(len(dataset))]
+
+
+def build_query_sets(name: str, split: str, encode_gallery: GalleryEncoder, queries: QueryDataset,
+                     items_of: Callable[[Dataset], list[tuple]] = dataset_items) -> list[QuerySet]:
     """One query set per FashionIQ dress type in CLIP4Cir's order (dress, toptee, shirt), or one CIRR / Shoes set.
 
     ``encode_gallery(dress_types)`` returns the gallery features and names of the split (collective under
-    torchrun); ``queries(dress_types)`` the relative dataset whose items name the references and targets (val and
-    test items carry no images). ``dress_types`` is empty for CIRR and Shoes.
+    torchrun); ``queries(dress_types)`` the relative dataset whose items (``items_of``) name the references and
+    targets. ``dress_types`` is empty for CIRR and Shoes.
     """
     groups = [[dress_type] for dress_type in FIQ_DRESS_TYPES] if name == "fashioniq" else [[]]
     query_sets = []
     for dress_types in groups:
         gallery, names = encode_gallery(dress_types)
-        dataset = queries(dress_types)
-        items = [dataset[index] for index in range(len(dataset))]
+        items = items_of(queries(dress_types))
         set_name = dress_types[0] if dress_types else name
         query_sets.append(query_set_from_items(set_name, items, gallery, names, test=split.startswith("test")))
     return query_sets
@@ -145,3 +149,10 @@ def metrics_json_path(explicit: PathLike | None, checkpoints: Sequence[PathLike 
     folder = Path(".") if is_url(checkpoint) else Path(checkpoint).parent
     stem = Path(checkpoint.rsplit("/", 1)[-1]).stem
     return folder / f"{stem}_{suffix}.json"
+
+
+def write_metrics(dataset: str, metrics: dict[str, float], path: Path) -> None:
+    """Print ``metrics`` as CLIP4Cir does (``print_metrics``), then write them to the JSON file ``path``."""
+    print_metrics(dataset, metrics)
+    atomic_write_json(metrics, path, indent=2)
+    print(f"metrics written to {path}")
