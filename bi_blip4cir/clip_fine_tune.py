@@ -50,7 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--blip-learning-rate", type=float, default=1e-5,
                         help="learning rate of the text encoder, cosine-scheduled; text_proj trains at a constant "
                              "--text-proj-lr-factor times it (default 1e-5)")
-    parser.add_argument("--batch-size", type=int, default=512, help="triplets per step, all processes together under torchrun (default 512)")
+    parser.add_argument("--batch-size", type=int, default=512,
+                        help="triplets per step, all processes together under torchrun (default 512)")
     parser.add_argument("--blip-min-lr", type=float, default=0, help="floor of the cosine schedule (default 0)")
     parser.add_argument("--blip-max-epoch", type=int, default=10,
                         help="cosine half-period in epochs; the rate is periodic beyond it (default 10)")

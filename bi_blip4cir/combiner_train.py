@@ -50,7 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_blip_path_args(parser)
     parser.add_argument("--num-epochs", type=int, default=300, help="number of training epochs (default 300)")
     parser.add_argument("--combiner-lr", type=float, default=2e-5, help="Combiner learning rate, Adam (default 2e-5)")
-    parser.add_argument("--batch-size", type=int, default=1024, help="triplets per step, all processes together under torchrun (default 1024)")
+    parser.add_argument("--batch-size", type=int, default=1024,
+                        help="triplets per step, all processes together under torchrun (default 1024)")
     add_combiner_dims(parser)
     parser.add_argument("--blip-model-path", default=None,
                         help="stage-I text-encoder checkpoint, e.g. tuned_blip_best.pt (default: the pre-trained "

@@ -12,16 +12,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from bi_blip4cir.args import add_evaluation_args, add_port_args, dataset_name
 from bi_blip4cir.data import build_query_sets
 from bi_blip4cir.models import check_checkpoint_flags, load_evaluation_models
 from common.args import setup_runtime
-from common.cir.args import SHORT_NAMES
+from common.cir.args import SHORT_NAMES, add_metrics_json
 from common.cir.data import dataset_root
-from common.cir.evaluation import evaluate_composed, metrics_json_path, write_metrics
-from common.cir.frozen import encode_texts
+from common.cir.evaluation import composed_metrics_path, validate_composed
 from common.dist import cleanup
 from common.runtime import run_main
 from common.training.run import check_writable_root
@@ -32,33 +30,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dataset", type=dataset_name, required=True, help="should be either 'CIRR' or 'fashionIQ'")
     add_evaluation_args(parser)
     add_port_args(parser, num_workers=8)
-    parser.add_argument("--metrics-json", default=None,
-                        help="where to write the metrics (default: next to the evaluated checkpoint, "
-                             "<checkpoint>_val_<fiq|cirr>_<combining-function>.json)")
+    add_metrics_json(parser, "next to the evaluated checkpoint, <checkpoint>_val_<fiq|cirr>_<combining-function>.json")
     return parser
-
-
-def metrics_path(args: argparse.Namespace) -> Path:
-    """``--metrics-json``, else a file next to the most specific checkpoint evaluated (Combiner, stage-I text
-    encoder, pre-trained BLIP; the current folder for a URL)."""
-    combiner = args.combiner_path if args.combining_function == "combiner" else None
-    return metrics_json_path(args.metrics_json, (combiner, args.blip_model_path, args.blip_pretrained_path),
-                             f"val_{SHORT_NAMES[args.dataset]}_{args.combining_function}")
 
 
 def main(argv: list[str] | None = None) -> dict[str, float] | None:
     args = build_parser().parse_args(argv)
     dist = setup_runtime(args)
     check_checkpoint_flags(args)
-    path = metrics_path(args)
+    path = composed_metrics_path(args, (args.blip_model_path, args.blip_pretrained_path), SHORT_NAMES[args.dataset])
     check_writable_root(path.parent, "--metrics-json")
     image_encoder, text_encoder, combine = load_evaluation_models(args, dist.device)
     query_sets = build_query_sets(args.dataset, "val", dataset_root(args.dataset, args.data_root), image_encoder,
                                   dist.device, args)
-    metrics = None
-    if dist.is_main:
-        metrics = evaluate_composed(query_sets, [encode_texts(text_encoder, s.captions) for s in query_sets], combine)
-        write_metrics(args.dataset, metrics, path)
+    metrics = validate_composed(args.dataset, query_sets, text_encoder, combine, path, dist.is_main)
     cleanup()
     return metrics
 

@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from common.args import setup_runtime
-from common.cir.evaluation import evaluate_composed, metrics_json_path, write_metrics
-from common.cir.frozen import encode_texts
+from common.cir.args import add_metrics_json
+from common.cir.evaluation import composed_metrics_path, validate_composed
 from common.dist import cleanup
 from common.runtime import run_main
 from common.training.run import check_writable_root
@@ -35,34 +34,21 @@ def build_parser() -> argparse.ArgumentParser:
                         help="'FashionIQ', 'Shoes' or 'CIRR' (case-insensitive)")
     add_evaluation_args(parser)
     add_port_args(parser)
-    parser.add_argument("--metrics-json", default=None,
-                        help="where to write the metrics (default: next to the evaluated checkpoint, "
-                             "<checkpoint>_val_<fiq|shoes|cirr>_<combining-function>.json)")
+    add_metrics_json(parser, "next to the evaluated checkpoint, "
+                             "<checkpoint>_val_<fiq|shoes|cirr>_<combining-function>.json")
     return parser
-
-
-def metrics_path(args: argparse.Namespace) -> Path:
-    """``--metrics-json``, else a file next to the most specific checkpoint evaluated (Combiner, fine-tuned CLIP,
-    CLIP file)."""
-    combiner = args.combiner_path if args.combining_function == "combiner" else None
-    return metrics_json_path(args.metrics_json, (combiner, args.clip_model_path, args.clip_model_name),
-                             f"val_{SHORT_NAMES[args.dataset]}_{args.combining_function}")
 
 
 def main(argv: list[str] | None = None) -> dict[str, float] | None:
     args = build_parser().parse_args(argv)
     dist = setup_runtime(args)
-    path = metrics_path(args)
+    path = composed_metrics_path(args, (args.clip_model_path, args.clip_model_name), SHORT_NAMES[args.dataset])
     check_writable_root(path.parent, "--metrics-json")
     check_cache_dir(args)
     model, info, combine = evaluation_models(args, dist.device)
     sets = query_sets(args, args.dataset, "val", ImageEncoder(model, dist.device), dist.device,
                       info["input_resolution"], args.clip_model_path)
-    metrics = None
-    if dist.is_main:
-        text_encoder = TextEncoder(model, dist.device)
-        metrics = evaluate_composed(sets, [encode_texts(text_encoder, s.captions) for s in sets], combine)
-        write_metrics(args.dataset, metrics, path)
+    metrics = validate_composed(args.dataset, sets, TextEncoder(model, dist.device), combine, path, dist.is_main)
     cleanup()
     return metrics
 

@@ -18,9 +18,10 @@ import torch
 from common.io import atomic_write_json, read_json
 from common.runtime import progress, run_main, seed_everything
 from common.training.run import check_writable_root
-from ratta.cli import add_model_args, choose_device, load_model
+from ratta.classnames import check_classnames, original_classnames
+from ratta.cli import add_dataset_arg, add_model_args, choose_device, load_model, script_parser
 from ratta.core import RattaConfig, adapt_batch
-from ratta.data import IMAGENET_KEYS, STANDARD_KEYS, check_classnames, get_spec, original_classnames
+from ratta.data import get_spec
 from ratta.embeddings import embedding_path, load_embeddings
 from ratta.loop import adapt_sample, class_blocks
 from ratta.pre_extract import classnames_path
@@ -33,14 +34,12 @@ OT_DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
 def build_parser(imagenet: bool) -> argparse.ArgumentParser:
-    keys = IMAGENET_KEYS if imagenet else STANDARD_KEYS
-    script = "ratta_after_extract_imagenet.py" if imagenet else "ratta_after_extract.py"
-    parser = argparse.ArgumentParser(description=f"RA-TTA stage 2 ({script}): retrieval-augmented test-time "
-                                                 f"adaptation from pre-extracted embeddings.")
+    parser = script_parser(2, "after_extract", imagenet,
+                           "retrieval-augmented test-time adaptation from pre-extracted embeddings.")
     parser.add_argument("--db_root", type=str, required=True, help="folder holding the DB files")
     parser.add_argument("--tst_embedding_root", type=str, default="./test_embedding",
                         help="reads <root>/<net>/<seed>/<dataset>.pth (default ./test_embedding)")
-    parser.add_argument("--dataset", type=str, required=True, help=f"one of: {' '.join(keys)}")
+    add_dataset_arg(parser, imagenet)
     parser.add_argument("--database", type=str, default="LAION2B",
                         help="DB file prefix: <db_root>/<database>_<dataset>_aux_<net> (default LAION2B)")
     add_model_args(parser, seed=42)

@@ -6,6 +6,20 @@ import argparse
 import torch
 
 from common.clip import CLIP_MODELS, ClipRetrievalWrapper, load_clip
+from ratta.data import IMAGENET_KEYS, STANDARD_KEYS
+
+
+def script_parser(stage: int, name: str, imagenet: bool, summary: str) -> argparse.ArgumentParser:
+    """The parser of ``ratta_<name>.py`` (``ratta_<name>_imagenet.py`` with ``imagenet``), described as
+    'RA-TTA stage <stage> (<script>): <summary>'."""
+    script = f"ratta_{name}_imagenet.py" if imagenet else f"ratta_{name}.py"
+    return argparse.ArgumentParser(description=f"RA-TTA stage {stage} ({script}): {summary}")
+
+
+def add_dataset_arg(parser: argparse.ArgumentParser, imagenet: bool) -> None:
+    """The required ``--dataset``: an ImageNet key for the ``_imagenet`` scripts, else a standard one."""
+    keys = IMAGENET_KEYS if imagenet else STANDARD_KEYS
+    parser.add_argument("--dataset", type=str, required=True, help=f"one of: {' '.join(keys)}")
 
 
 def add_model_args(parser: argparse.ArgumentParser, seed: int) -> argparse.ArgumentParser:

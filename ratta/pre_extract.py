@@ -21,18 +21,15 @@ from common.io import CheckpointError, atomic_torch_save, atomic_write_json, loa
 from common.runtime import note_stop, progress, run_main, seed_everything
 from common.training.run import check_writable_root
 from common.transforms import CLIP_MEAN, CLIP_STD, clip_preprocess
-from ratta.cli import add_model_args, choose_device, load_model
-from ratta.data import IMAGENET_KEYS, STANDARD_KEYS, TestImages, get_spec, read_test_set
+from ratta.cli import add_dataset_arg, add_model_args, choose_device, load_model, script_parser
+from ratta.data import TestImages, get_spec, read_test_set
 from ratta.embeddings import SAVE_FORMATS, embedding_path, save_embeddings
 
 
 def build_parser(imagenet: bool) -> argparse.ArgumentParser:
-    keys = IMAGENET_KEYS if imagenet else STANDARD_KEYS
-    script = "ratta_pre_extract_imagenet.py" if imagenet else "ratta_pre_extract.py"
-    parser = argparse.ArgumentParser(description=f"RA-TTA stage 1 ({script}): CLIP embeddings of each test image "
-                                                 f"and its random views.")
+    parser = script_parser(1, "pre_extract", imagenet, "CLIP embeddings of each test image and its random views.")
     parser.add_argument("--root", type=str, required=True, help="data root holding the dataset folders")
-    parser.add_argument("--dataset", type=str, required=True, help=f"one of: {' '.join(keys)}")
+    add_dataset_arg(parser, imagenet)
     add_model_args(parser, seed=42 if imagenet else 0)
     parser.add_argument("--save_dir", type=str, default="./test_embedding",
                         help="writes <save_dir>/<net>/<seed>/<dataset>.pth (default ./test_embedding)")

@@ -66,3 +66,14 @@ def add_stage2_eval_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--pair-batch", type=int, default=256, help="pairs per stage-2 forward (default 256)")
     group.add_argument("--image-chunk", type=int, default=32,
                        help="candidate images whose keys/values are held at once (default 32)")
+
+
+def add_rerank_args(parser: argparse.ArgumentParser, top_k_help: str) -> None:
+    """The flags the two stage-2 scripts share: both checkpoints, preprocessing, the stage-1 top-K and K, the
+    stage-2 scoring and our additions."""
+    add_stage_path_args(parser, (1, 2))
+    add_image_args(parser)
+    parser.add_argument("--top-k-path", required=True, help=top_k_help)
+    parser.add_argument("--k", type=int, default=50, help="candidates re-ranked per query, K (default 50)")
+    add_stage2_eval_args(parser)
+    add_port_args(parser)

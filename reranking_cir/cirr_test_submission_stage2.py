@@ -16,7 +16,7 @@ from common.args import setup_runtime
 from common.cirr_submission import add_submission_args, submission_folder, write_checked_submission
 from common.dist import cleanup
 from common.runtime import run_main
-from reranking_cir.args import add_image_args, add_port_args, add_stage2_eval_args, add_stage_path_args
+from reranking_cir.args import add_rerank_args
 from reranking_cir.data import build_query_sets, gallery_tokens_for_stage2
 from reranking_cir.models import build_models, resolve_stage_path
 from reranking_cir.rerank import rerank_order, rerank_topk
@@ -29,14 +29,8 @@ LIST_LENGTH = 50
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_submission_args(parser)
-    add_stage_path_args(parser, (1, 2))
-    add_image_args(parser)
-    parser.add_argument("--top-k-path", required=True,
-                        help="stage-1 top-K file of test1 (cirr_test_submission.py --save-topk), or the alias "
-                             "BLIP_stageI_b512_2e-5_cos10 (models/stage1/CIRR/cirr_top_200_test1.pt)")
-    parser.add_argument("--k", type=int, default=50, help="candidates re-ranked per query, K (default 50)")
-    add_stage2_eval_args(parser)
-    add_port_args(parser)
+    add_rerank_args(parser, "stage-1 top-K file of test1 (cirr_test_submission.py --save-topk), or the alias "
+                            "BLIP_stageI_b512_2e-5_cos10 (models/stage1/CIRR/cirr_top_200_test1.pt)")
     return parser
 
 

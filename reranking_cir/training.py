@@ -51,7 +51,8 @@ def add_training_args(parser: argparse.ArgumentParser, num_epochs: int, img_tune
                         help=f"also train {img_tune_modules} (same AdamW group and learning rate), its forward under "
                              "autocast with gradient, and encode the validation gallery again at every validation, "
                              "as the original (default: frozen, fp32, no gradient)")
-    parser.add_argument("--batch-size", type=int, default=1024, help="triplets per step, all processes together under torchrun (default 1024)")
+    parser.add_argument("--batch-size", type=int, default=1024,
+                        help="triplets per step, all processes together under torchrun (default 1024)")
     parser.add_argument("--blip-bs", type=int, default=32, help="images per ViT forward in training (default 32)")
     add_validation_frequency(parser, 3)
     add_image_args(parser)

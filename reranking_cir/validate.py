@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from common.args import setup_runtime
-from common.cir.args import SHORT_NAMES
+from common.cir.args import SHORT_NAMES, add_metrics_json
 from common.cir.evaluation import metrics_json_path
 from common.dist import cleanup
 from common.io import atomic_write_json
@@ -41,9 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--topk-dir", default=None,
                         help="where the top-K files go (default: the stage-1 run folder, as the original; "
                              "required without --stage1-path)")
-    parser.add_argument("--metrics-json", default=None,
-                        help="where to write the metrics (default: next to the stage-1 checkpoint, or the "
-                             "pre-trained BLIP file, <checkpoint>_stage1_<fiq|cirr>_<split>.json)")
+    add_metrics_json(parser, "next to the stage-1 checkpoint, or the pre-trained BLIP file, "
+                             "<checkpoint>_stage1_<fiq|cirr>_<split>.json")
     return parser
 
 

@@ -17,14 +17,13 @@ import sys
 from pathlib import Path
 
 from common.args import setup_runtime
-from common.cir.args import SHORT_NAMES
+from common.cir.args import SHORT_NAMES, add_metrics_json
 from common.cir.evaluation import metrics_json_path
 from common.dist import cleanup
 from common.io import atomic_torch_save, atomic_write_json
 from common.runtime import run_main
 from common.training.run import check_writable_root
-from reranking_cir.args import (DATASET_HELP, add_image_args, add_port_args, add_stage2_eval_args, add_stage_path_args,
-                                dataset_name)
+from reranking_cir.args import DATASET_HELP, add_rerank_args, dataset_name
 from reranking_cir.data import build_query_sets, gallery_tokens_for_stage2
 from reranking_cir.models import build_models, resolve_stage_path
 from reranking_cir.paths import DTYPE
@@ -35,20 +34,12 @@ from reranking_cir.validate import print_metrics
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", type=dataset_name, required=True, help=DATASET_HELP)
-    add_stage_path_args(parser, (1, 2))
-    add_image_args(parser)
-    parser.add_argument("--top-k-path", required=True,
-                        help="stage-1 top-K file of the val split, or the alias BLIP_stageI_b512_2e-5_cos10 (CIRR) / "
-                             "BLIP_stageI_b512_2e-5_cos20 (FashionIQ); DTYPE stands for the FashionIQ category")
-    parser.add_argument("--k", type=int, default=50, help="candidates re-ranked per query, K (default 50)")
-    add_stage2_eval_args(parser)
-    add_port_args(parser)
+    add_rerank_args(parser, "stage-1 top-K file of the val split, or the alias BLIP_stageI_b512_2e-5_cos10 (CIRR) / "
+                            "BLIP_stageI_b512_2e-5_cos20 (FashionIQ); DTYPE stands for the FashionIQ category")
     parser.add_argument("--save-labels", default=None, metavar="PATH",
                         help="write the re-ordered top-K labels (bool [N, K]) to PATH (FashionIQ: DTYPE in PATH is "
                              "replaced by the category, else _<category> is added before the suffix)")
-    parser.add_argument("--metrics-json", default=None,
-                        help="where to write the metrics (default: next to the stage-2 checkpoint, "
-                             "<checkpoint>_stage2_<fiq|cirr>_k<K>.json)")
+    add_metrics_json(parser, "next to the stage-2 checkpoint, <checkpoint>_stage2_<fiq|cirr>_k<K>.json")
     return parser
 
 

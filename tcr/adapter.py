@@ -1,6 +1,6 @@
 """The online adaptation loop shared by TCR and the baselines.
 
-Each global query batch is split over the ranks (rank r holds positions r, r+W, ..., see ``tcr.engine``); every
+Each global query batch is split over the ranks (rank r holds positions r, r+W, ..., see ``tcr.stream``); every
 rank encodes its shard, the features are gathered (with gradients) into the global batch in stream order, and
 every rank computes the same loss on it. With ``grad_sync='global'`` the LayerNorm gradients are then averaged over
 ranks, which makes each update the exact full-batch gradient step of a single process, so N processes give the

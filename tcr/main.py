@@ -31,9 +31,10 @@ from common.tta import train_only
 from tcr.adapter import GRAD_SYNC_MODES
 from tcr.config import dump_config, load_config
 from tcr.data import build_tcr_datasets
-from tcr.engine import DIRECTION_PREFIX, distribution_stats, encode_all, evaluate, run_stream
+from tcr.evaluation import DIRECTION_PREFIX, distribution_stats, evaluate
 from tcr.method import METHODS, build_adapter, build_optimizer, check_method, method_temperature
 from tcr.models import BackboneOptions, build_backbone, check_direction
+from tcr.stream import encode_all, run_stream
 
 NO_ADAPTATION = ("None", "none")
 

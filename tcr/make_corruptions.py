@@ -41,8 +41,8 @@ from tcr.configs.tree import (CHAR_CORRUPTIONS, IMAGE_CORRUPTIONS, SENTENCE_CORR
                               TEXT_CORRUPTIONS, WORD_CORRUPTIONS)
 from tcr.image_corruptions import check_corruption, corrupt_image, corruption_seed
 from tcr.sentence_corruptions import SENTENCE_MODELS, model_folder
-from tcr.text_corruptions import (Accept, CaptionCorrupter, SentenceSimilarity, Synonyms,
-                                  check_text_corruption, find_wordnet, rate)
+from tcr.text_corruptions import Accept, CaptionCorrupter, SentenceSimilarity, Synonyms, check_text_corruption, rate
+from tcr.wordnet import find_wordnet
 
 LAYOUT = {
     "coco": {"ip": ("coco-IP", "COCO_IP"), "tp": "coco-TP", "clean_images": "coco_image",
@@ -143,7 +143,7 @@ def write_text_corruptions(dataset: str, ann_root: PathLike, out: PathLike,
     """Write one corrupted annotation per (type, level) plus the clean copy; returns the written files.
 
     ``levels=None`` uses each type's upstream levels (character 1-7, word 6-7, sentence 1). Types ``sr``/``ri``
-    read WordNet (``synonyms``, default :func:`tcr.text_corruptions.find_wordnet`); sentence-level types read their
+    read WordNet (``synonyms``, default :func:`tcr.wordnet.find_wordnet`); sentence-level types read their
     models from ``sentence_models`` on ``device``; ``accept`` is the optional similarity test.
     """
     for name in types:
@@ -167,7 +167,7 @@ def write_text_corruptions(dataset: str, ann_root: PathLike, out: PathLike,
 def runnable_text_types(wordnet_dir: PathLike | None = None,
                         sentence_models: PathLike | None = None) -> tuple[tuple[str, ...], list[str]]:
     """The text types that can run with what is installed, and one note per type left out saying what it needs:
-    ``sr``/``ri`` need WordNet (:func:`tcr.text_corruptions.find_wordnet`), each sentence-level type its models
+    ``sr``/``ri`` need WordNet (:func:`tcr.wordnet.find_wordnet`), each sentence-level type its models
     under ``sentence_models``."""
     types, notes = list(CHAR_CORRUPTIONS), []
     try:

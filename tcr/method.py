@@ -3,7 +3,7 @@
 of all adaptation methods (``models/tta_baselines/set_model.py``)."""
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -122,18 +122,8 @@ def build_optimizer(method: str, params: list[nn.Parameter], lr: float, weight_d
     return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
 
 
-def build_adapter(
-    method: str,
-    encode_query: Callable[[Any], torch.Tensor],
-    gallery: torch.Tensor,
-    params: list[nn.Parameter],
-    optimizer: torch.optim.Optimizer,
-    *,
-    steps: int = 3,
-    temperature: float = 0.02,
-    grad_sync: str = "global",
-    **options: Any,
-) -> OnlineAdapter:
-    """The adapter for ``method``; ``options`` are that method's own keyword arguments (e.g. TCR's ``t``)."""
-    return METHODS[check_method(method)](encode_query, gallery, params, optimizer, steps=steps,
-                                         temperature=temperature, grad_sync=grad_sync, **options)
+def build_adapter(method: str, *args: Any, **kwargs: Any) -> OnlineAdapter:
+    """The adapter for ``method``, built from ``OnlineAdapter``'s arguments (``encode_query``, ``gallery``,
+    ``params``, ``optimizer``, keyword ``steps``, ``temperature``, ``grad_sync``) and that method's own keyword
+    arguments (e.g. TCR's ``t``)."""
+    return METHODS[check_method(method)](*args, **kwargs)

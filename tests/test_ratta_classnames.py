@@ -10,7 +10,8 @@ from PIL import Image
 
 from common.clip import write_tiny_clip
 from ratta import after_extract, pre_extract, ratta_build_db
-from ratta.data import DATASETS, check_classnames, classname_differences, original_classnames
+from ratta.classnames import check_classnames, classname_differences, original_classnames
+from ratta.data import DATASETS
 
 AS = 3
 

@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from ratta.data import DATASETS, IMAGENET_KEYS, RESISC45_CLASSES, STANDARD_KEYS, get_spec, read_test_set
+from ratta.classnames import RESISC45_CLASSES
+from ratta.data import DATASETS, IMAGENET_KEYS, STANDARD_KEYS, get_spec, read_test_set
 from ratta.templates import IMAGENET_TEMPLATES, PRE_TEMPLATES, TEMPLATES
 
 CLASS_COUNTS = {"caltech101": 100, "caltech256": 256, "dtd": 47, "fgvc_aircraft": 100, "flowers102": 102,

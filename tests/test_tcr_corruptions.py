@@ -15,12 +15,13 @@ from PIL import Image
 from common.synthetic import write_karpathy
 from tcr.configs.tree import CHAR_CORRUPTIONS, IMAGE_CORRUPTIONS, SEVERITIES
 from tcr.image_corruptions import corrupt_image, corruption_seed
-from tcr import text_corruptions
+from tcr import wordnet
 from tcr.make_corruptions import main as make_corruptions_main
 from tcr.make_corruptions import runnable_text_types, write_image_corruptions, write_text_corruptions
 from tcr.sentence_corruptions import ADEQUACY_MODEL, STYLE_MODELS, TRANSLATION_MODELS
-from tcr.text_corruptions import (CaptionCorrupter, WordNetSynonyms, augment_words, eda, insert_punctuation,
-                                  only_chars, random_deletion, random_swap)
+from tcr.text_corruptions import (CaptionCorrupter, augment_words, eda, insert_punctuation, only_chars,
+                                  random_deletion, random_swap)
+from tcr.wordnet import WordNetSynonyms
 
 CAPTION = "A man riding a wave on top of a surfboard, near two other surfers."
 SYNONYMS = {"man": ["adult male", "homo"], "wave": ["undulation"], "surfboard": ["board"], "riding": ["ride"]}
@@ -306,7 +307,7 @@ def _tiny_wordnet(folder):
 
 
 def test_readme_command_runs_without_wordnet_and_says_how_to_add_it(split, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(text_corruptions, "WORDNET_DIRS", (str(tmp_path / "no_wordnet"),))
+    monkeypatch.setattr(wordnet, "WORDNET_DIRS", (str(tmp_path / "no_wordnet"),))
     out = tmp_path / "dataset"
     make_corruptions_main(["--dataset", "coco", "--ann_root", str(split / "coco/coco_annotations"),
                            "--image_root", str(split / "coco/coco_image"), "--out", str(out),

@@ -14,7 +14,7 @@ from torch import nn
 from torch.utils.data import DistributedSampler
 
 from common.tta import layernorm_parameters, softmax_entropy, train_only
-from tcr.engine import ShardSampler, global_batches, stream_order
+from tcr.stream import ShardSampler, global_batches, stream_order
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -55,7 +55,7 @@ WORKER = textwrap.dedent('''
     from torch import nn
     from common.dist import cleanup, init_distributed
     from common.tta import layernorm_parameters, train_only
-    from tcr.engine import query_stream
+    from tcr.stream import query_stream
     from tcr.method import build_adapter
 
     def toy():

@@ -19,7 +19,8 @@ from common.io import atomic_write_json
 from common.synthetic.scenes import vocabulary
 from common.synthetic.writers import write_karpathy
 from tcr.config import dump_config
-from tcr.engine import UPSTREAM_KEYS, evaluate, run_stream
+from tcr.evaluation import UPSTREAM_KEYS, evaluate
+from tcr.stream import run_stream
 from tcr.make_corruptions import build_parser as make_corruptions_parser
 from tcr.method import build_adapter, build_optimizer
 

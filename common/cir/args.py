@@ -91,6 +91,12 @@ def add_data_root(group: ArgumentTarget, datasets: Sequence[str] = ("fashioniq",
                             "$DATA_ROOT, then the current folder)")
 
 
+
+def add_metrics_json(parser: argparse.ArgumentParser, default: str) -> None:
+    """``--metrics-json`` of the evaluation scripts; ``default`` says where the metrics go without it."""
+    parser.add_argument("--metrics-json", default=None, help=f"where to write the metrics (default: {default})")
+
+
 def original_hyperparameters(args: argparse.Namespace, keys: Sequence[str], dress_types: bool = True,
                              **extra: Any) -> dict[str, Any]:
     """The original parameter dict of a training script: ``keys`` of ``args``, the FashionIQ train and validation

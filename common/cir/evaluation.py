@@ -6,6 +6,7 @@ feature and the caption feature), or any ``[Q, N]`` score matrix passed to ``set
 """
 from __future__ import annotations
 
+import argparse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -15,6 +16,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from common.cir.data import FIQ_DRESS_TYPES
+from common.cir.frozen import encode_texts
 from common.data.cir import fiq_val_caption
 from common.io import PathLike, atomic_write_json, is_url
 from common.metrics.cir import cirr_recalls, fiq_recalls, fiq_summary, index_of, shoes_recalls
@@ -23,8 +25,9 @@ Combine = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 GalleryEncoder = Callable[[Sequence[str]], tuple[torch.Tensor, list[str]]]
 QueryDataset = Callable[[Sequence[str]], Dataset]
 
-__all__ = ["QuerySet", "build_query_sets", "dataset_items", "evaluate", "evaluate_composed", "metrics_json_path", "print_metrics",
-           "query_scores", "query_set_from_items", "set_metrics", "write_metrics"]
+__all__ = ["QuerySet", "build_query_sets", "composed_metrics_path", "dataset_items", "evaluate", "evaluate_composed",
+           "metrics_json_path", "print_metrics", "query_scores", "query_set_from_items", "set_metrics",
+           "validate_composed", "write_metrics"]
 
 
 @dataclass
@@ -151,8 +154,27 @@ def metrics_json_path(explicit: PathLike | None, checkpoints: Sequence[PathLike 
     return folder / f"{stem}_{suffix}.json"
 
 
+def composed_metrics_path(args: argparse.Namespace, checkpoints: Sequence[PathLike | None], short_name: str) -> Path:
+    """``--metrics-json``, else ``<stem>_val_<short_name>_<combining-function>.json`` next to the most specific
+    checkpoint evaluated: the Combiner (with ``--combining-function combiner``), then the first of ``checkpoints``."""
+    combiner = args.combiner_path if args.combining_function == "combiner" else None
+    return metrics_json_path(args.metrics_json, (combiner, *checkpoints),
+                             f"val_{short_name}_{args.combining_function}")
+
+
 def write_metrics(dataset: str, metrics: dict[str, float], path: Path) -> None:
     """Print ``metrics`` as CLIP4Cir does (``print_metrics``), then write them to the JSON file ``path``."""
     print_metrics(dataset, metrics)
     atomic_write_json(metrics, path, indent=2)
     print(f"metrics written to {path}")
+
+
+def validate_composed(dataset: str, query_sets: Sequence[QuerySet], text_encoder: Callable[[list[str]], torch.Tensor],
+                      combine: Combine, path: Path, is_main: bool) -> dict[str, float] | None:
+    """The ending of the validate scripts: on the main process, the metrics of ``query_sets`` with their captions
+    encoded by ``text_encoder``, printed and written to ``path``; ``None`` on the other processes."""
+    if not is_main:
+        return None
+    metrics = evaluate_composed(query_sets, [encode_texts(text_encoder, s.captions) for s in query_sets], combine)
+    write_metrics(dataset, metrics, path)
+    return metrics
