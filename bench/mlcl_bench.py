@@ -3,12 +3,13 @@ captions are re-encoded by the frozen CLIP at every step (the original) vs ours 
 features computed once; only the augmented view encoded per step), on the same synthetic Shoes triplets, with the
 epoch losses of both (the same augmentation and dropout draws, so they agree up to float rounding).
 
-    python bench/mlcl_bench.py [--setups tiny rn50x4] [--epochs 2] [--triplets 16] [--batch-size 8]
-                               [--out bench/results/mlcl_bench.json]
+    python bench/mlcl_bench.py [--setups tiny rn50x4] [--rounds 3] [--triplets 16] [--batch-size 8]
+                               [--threads N] [--json bench/results/mlcl_bench.json]
 
 Setups: the tiny CLIP (ModifiedResNet, 64 px, Combiner 64/128) and an RN50x4-size CLIP with random weights (288 px,
-640-d, Combiner 2560/5120). The first epoch of each path is a warm-up and is not timed; the one-time feature
-extraction of ours is reported separately. Prints a table and writes JSON.
+640-d, Combiner 2560/5120). After one untimed epoch each, the two paths train epochs in interleaved rounds (each
+with its own random stream, so the losses stay comparable); the one-time feature extraction of ours is reported
+separately. Prints median [min-max] seconds per epoch and the ratio, and writes JSON.
 """
 from __future__ import annotations
 
@@ -17,15 +18,16 @@ import random
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 import torch
 from clip.model import CLIP
 
+from common.bench import Bench, RandomStreams, add_arguments
 from common.cir.data import possible_train_captions, relative_dataset
 from common.cir.frozen import FrozenImages, FrozenTexts
 from common.clip import TINY_CLIP
 from common.dist import DistInfo
-from common.io import atomic_write_json
 from common.runtime import seed_everything
 from common.synthetic.writers import write_shoes_raw
 from common.training.experiment import ExperimentTracker
@@ -51,11 +53,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--setups", nargs="+", choices=SETUPS, default=list(SETUPS),
                         help="CLIP sizes to run (default: tiny rn50x4)")
-    parser.add_argument("--epochs", type=int, default=2, help="timed epochs per path, after one warm-up (default 2)")
     parser.add_argument("--triplets", type=int, default=16, help="train triplets (default 16)")
     parser.add_argument("--batch-size", type=int, default=8, help="triplets per step (default 8)")
     parser.add_argument("--clip-bs", type=int, default=32, help="CLIP encoding chunk size (default 32)")
-    parser.add_argument("--out", default="bench/results/mlcl_bench.json", help="JSON results file")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    add_arguments(parser, "mlcl_bench", rounds=3, rounds_aliases=("--epochs",))
     return parser
 
 
@@ -66,29 +68,33 @@ def frozen_clip(config: dict) -> CLIP:
     return model.float().eval().requires_grad_(False)
 
 
-def run_epochs(data, images: FrozenImages, texts: FrozenTexts, model: CLIP, setup: dict,
-               args: argparse.Namespace) -> tuple[list[float], list[float]]:
-    """(seconds of each timed epoch, loss of every epoch) of a freshly seeded Combiner."""
+def epoch_call(data, images: FrozenImages, texts: FrozenTexts, model: CLIP, setup: dict,
+               args: argparse.Namespace) -> tuple[Callable[[], float], list[float]]:
+    """A call training one epoch of a freshly seeded Combiner that carries over between calls (epoch e draws the
+    augmentations and dropout of epoch e whatever ran in between), and the list of its epoch losses."""
     seed_everything(0)
+    streams = RandomStreams()
     loader = train_loader(data, args.batch_size, 0, CPU, 0)
     combiner = Combiner(model.text_projection.shape[1], *setup["combiner"], learn_t=1).train()
     optimizer = build_optimizer(combiner, 2e-5, 1e-3)
     augmented = FrozenImages(ImageEncoder(model, CPU.device), CPU.device, chunk_size=args.clip_bs)
     tracker = ExperimentTracker(None, None, "bench")
-    seconds, losses = [], []
-    for epoch in range(args.epochs + 1):
-        start = time.perf_counter()
-        step = lambda batch: combiner_step(batch, random.Random(epoch), name="shoes", images=images,  # noqa: E731
+    losses: list[float] = []
+
+    def epoch() -> float:
+        index = len(losses)
+        step = lambda batch: combiner_step(batch, random.Random(index), name="shoes", images=images,  # noqa: E731
                                            texts=texts, augmented=augmented, model=combiner, dist=CPU, amp=False,
                                            means=EpochMeans(CPU.device))
-        losses.append(train_one_epoch(loader, step, optimizer, torch.amp.GradScaler("cpu", enabled=False), epoch,
-                                      CPU.device, tracker, "bench"))
-        if epoch:
-            seconds.append(time.perf_counter() - start)
-    return seconds, losses
+        with streams.active():
+            losses.append(train_one_epoch(loader, step, optimizer, torch.amp.GradScaler("cpu", enabled=False), index,
+                                          CPU.device, tracker, "bench"))
+        return losses[-1]
+
+    return epoch, losses
 
 
-def bench_setup(name: str, root: Path, args: argparse.Namespace) -> dict:
+def bench_setup(name: str, root: Path, args: argparse.Namespace, bench: Bench) -> dict:
     setup = SETUPS[name]
     model = frozen_clip(setup["clip"])
     dim = setup["clip"]["image_resolution"]
@@ -96,7 +102,7 @@ def bench_setup(name: str, root: Path, args: argparse.Namespace) -> dict:
     train = relative_dataset("shoes", root, "train", preprocess, ref_aug=augment)
     image_encoder, text_encoder = ImageEncoder(model, CPU.device), TextEncoder(model, CPU.device)
 
-    original = run_epochs(train, FrozenImages(image_encoder, CPU.device, chunk_size=args.clip_bs),
+    original = epoch_call(train, FrozenImages(image_encoder, CPU.device, chunk_size=args.clip_bs),
                           FrozenTexts(text_encoder), model, setup, args)
     start = time.perf_counter()
     table, rows = train_image_table(train, image_encoder, CPU.device, argparse.Namespace(num_workers=0,
@@ -105,34 +111,33 @@ def bench_setup(name: str, root: Path, args: argparse.Namespace) -> dict:
     strings = possible_train_captions(train, backward=False)
     texts = FrozenTexts(text_encoder, strings, text_encoder(strings))
     setup_seconds = time.perf_counter() - start
-    ours = run_epochs(AugmentedRows(train, rows, augment), FrozenImages(image_encoder, CPU.device, table), texts,
+    ours = epoch_call(AugmentedRows(train, rows, augment), FrozenImages(image_encoder, CPU.device, table), texts,
                       model, setup, args)
-    per_epoch = {"original": sum(original[0]) / len(original[0]), "ours": sum(ours[0]) / len(ours[0])}
-    return {"setup": name, "image_size": dim, "triplets": len(train), "batch_size": args.batch_size,
-            "timed_epochs": args.epochs, "seconds_per_epoch": per_epoch,
-            "speedup": per_epoch["original"] / per_epoch["ours"], "ours_one_time_features_s": setup_seconds,
-            "losses": {"original": original[1], "ours": ours[1]},
-            "max_abs_loss_difference": max(abs(a - b) for a, b in zip(original[1], ours[1]))}
+    case, _ = bench.compare(f"{name} ({dim} px, {len(train)} triplets, batch {args.batch_size}, one epoch per call)",
+                            {"original": original[0], "ours": ours[0]}, {"original": 1, "ours": 1},
+                            {"original/ours": ("original", "ours")}, unit="epoch")
+    losses = {"original": original[1], "ours": ours[1]}
+    case.update(setup=name, image_size=dim, triplets=len(train), batch_size=args.batch_size,
+                ours_one_time_features_s=setup_seconds, losses=losses,
+                max_abs_loss_difference=max(abs(a - b) for a, b in zip(losses["original"], losses["ours"])))
+    print(f"  one-time features of ours {setup_seconds:.2f} s; max |loss difference| "
+          f"{case['max_abs_loss_difference']:.2e} over {len(losses['ours'])} epochs")
+    return case
 
 
 def main() -> None:
     args = build_parser().parse_args()
-    results = {"torch_threads": torch.get_num_threads(), "setups": []}
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    bench = Bench("mlcl_bench", args)
     with tempfile.TemporaryDirectory() as folder:
         n_images = max(8, args.triplets)
         write_shoes_raw(folder, {"train": n_images, "eval": 4}, {"train": args.triplets, "eval": 2},
                         n_cross_split=0, seed=0)
         prepare_shoes_data.main(["--data-root", folder])
         for name in args.setups:
-            result = bench_setup(name, Path(folder), args)
-            results["setups"].append(result)
-            seconds = result["seconds_per_epoch"]
-            print(f"{name:>7} ({result['image_size']} px, {result['triplets']} triplets, batch {args.batch_size}): "
-                  f"original {seconds['original']:.2f} s/epoch, ours {seconds['ours']:.2f} s/epoch "
-                  f"(+{result['ours_one_time_features_s']:.2f} s once) -> {result['speedup']:.2f}x; "
-                  f"max |loss difference| {result['max_abs_loss_difference']:.2e}")
-    atomic_write_json(results, Path(args.out), indent=2)
-    print(f"results written to {args.out}")
+            bench_setup(name, Path(folder), args, bench)
+    bench.finish()
 
 
 if __name__ == "__main__":

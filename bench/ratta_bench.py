@@ -1,12 +1,14 @@
 """RA-TTA after-extract throughput: the per-sample loop (``--impl loop``, a port of RA-TTA:ratta_after_extract.py)
-against the batched path (``--impl batched``) on identical synthetic inputs at the original's sizes.
+against the batched path (``--impl batched``) on identical synthetic inputs at the original's sizes, and the batched
+path against its floor: the ``Z·Eᵀ`` matmul (views x description bank) over the same samples.
 
 Defaults: D = 512, AS = 100 views, C = 100 classes with 99 descriptions each (F = 10,000 bank rows), a DB of
-300,000 unit fp16 rows (FGVC-sized), K_D = K_S = 20, q = 0.75. Warm-up samples are excluded from the timings.
-Prints samples/s of both, the ratio, whether the predictions are identical and the largest probability gap.
+300,000 unit fp16 rows (FGVC-sized), K_D = K_S = 20, q = 0.75. After one untimed call of each, floor, loop and
+batched run in interleaved rounds; prints the median [min-max] ms per sample of each, the loop/batched speed-up,
+the batched/floor multiple, whether the predictions are identical and the largest probability gap, and writes JSON.
 ``--pre_extract`` also times stage-1 view encoding (images/s) with a tiny random CLIP.
 
-    python bench/ratta_bench.py [--device cuda] [--loop_samples 40] [--samples 512] [--batch_size 64]
+    python bench/ratta_bench.py [--device cuda] [--loop_samples 16] [--samples 192] [--batch_size 64] [--rounds 5]
 """
 from __future__ import annotations
 
@@ -17,7 +19,8 @@ import warnings
 import torch
 import torch.nn.functional as F
 
-from ratta.core import RattaConfig, TextBanks, adapt_batch
+from common.bench import Bench, add_arguments
+from ratta.core import CHUNK_ELEMENTS, RattaConfig, TextBanks, adapt_batch
 from ratta.loop import adapt_sample, class_blocks
 from ratta.retrieval import BACKENDS, VectorIndex
 
@@ -30,17 +33,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--descriptions", type=int, default=99, help="descriptions per class (default 99: F=10,000)")
     parser.add_argument("--views", type=int, default=100, help="augmentation size AS (default 100)")
     parser.add_argument("--db_size", type=int, default=300_000, help="DB rows N (default 300,000)")
-    parser.add_argument("--samples", type=int, default=512, help="samples timed for the batched path (default 512)")
-    parser.add_argument("--loop_samples", type=int, default=40,
-                        help="samples timed for the loop; compared with the batched predictions (default 40)")
+    parser.add_argument("--samples", type=int, default=192,
+                        help="samples timed for the batched path and the floor (default 192)")
+    parser.add_argument("--loop_samples", type=int, default=16,
+                        help="samples timed for the loop; compared with the batched predictions (default 16)")
     parser.add_argument("--batch_size", type=int, default=64, help="batched path batch size (default 64)")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed warm-up samples/batches (default 2)")
     parser.add_argument("--search_backend", choices=BACKENDS, default="auto",
                         help="DB search of the batched path (default auto)")
     parser.add_argument("--loop_search_backend", choices=BACKENDS, default="faiss",
                         help="DB search of the loop (default faiss, as upstream)")
     parser.add_argument("--pre_extract", action="store_true", help="also time stage-1 view encoding")
     parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic inputs (default 0)")
+    add_arguments(parser, "ratta_bench", rounds=5)
     return parser
 
 
@@ -59,7 +63,7 @@ def synthetic_inputs(args: argparse.Namespace) -> dict:
     planted = torch.rand(N, generator=g) < 0.5
     db[planted] += mu[db_class[planted]]
     db = F.normalize(db, dim=1).half()
-    total = args.samples + args.warmup * args.batch_size
+    total = max(args.samples, args.loop_samples)
     labels = torch.randint(0, C, (total,), generator=g)
     other = torch.randint(0, C, (total,), generator=g)
     x = F.normalize(mu[labels] + 0.7 * mu[other] + torch.randn(total, D, generator=g) / D ** 0.5 * 5, dim=1)
@@ -67,33 +71,38 @@ def synthetic_inputs(args: argparse.Namespace) -> dict:
     return {"banks": TextBanks(W, E, name), "db": db, "x": x, "views": views, "labels": labels}
 
 
-def run_loop(inputs, index, db, scale, cfg, device, start, count) -> tuple[torch.Tensor, float]:
+def run_loop(inputs, index, db, scale, cfg, device, start, count) -> torch.Tensor:
     banks = inputs["banks"]
     blocks = class_blocks(banks.name.cpu())
     probs = []
-    begin = time.perf_counter()
     for i in range(start, start + count):
         out = adapt_sample(inputs["x"][i:i + 1].to(device), inputs["views"][i].to(device), banks, blocks, index, db,
                            scale, cfg)
         probs.append(out["p"].cpu())
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return torch.stack(probs), time.perf_counter() - begin
+    return torch.stack(probs)
 
 
-def run_batched(inputs, index, db, scale, cfg, device, start, count, batch_size) -> tuple[torch.Tensor, float]:
+def run_batched(inputs, index, db, scale, cfg, device, start, count, batch_size) -> tuple[torch.Tensor, torch.Tensor]:
+    """Probabilities [count, C] and sets per sample [count]."""
     probs, sets = [], []
-    begin = time.perf_counter()
     for i in range(start, start + count, batch_size):
         stop = min(i + batch_size, start + count)
         out = adapt_batch(inputs["x"][i:stop].to(device), inputs["views"][i:stop].to(device), inputs["banks"], index,
                           db, scale, cfg)
         probs.append(out.p.cpu())
         sets.append(out.num_sets.cpu())
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    run_batched.mean_sets = float(torch.cat(sets).float().mean())
-    return torch.cat(probs), time.perf_counter() - begin
+    return torch.cat(probs), torch.cat(sets)
+
+
+def run_floor(inputs, device, start, count, batch_size) -> None:
+    """The batched path's unavoidable work: ``Z·Eᵀ`` over the same samples, chunked as in ``top_descriptions``."""
+    E = inputs["banks"].E
+    for i in range(start, start + count, batch_size):
+        stop = min(i + batch_size, start + count)
+        Z = torch.cat([inputs["x"][i:stop, None], inputs["views"][i:stop]], dim=1).to(device)
+        step = max(1, CHUNK_ELEMENTS // (Z.shape[1] * E.shape[0]))
+        for j in range(0, Z.shape[0], step):
+            Z[j:j + step] @ E.T
 
 
 def bench_pre_extract(device: torch.device, views: int) -> None:
@@ -127,26 +136,30 @@ def main() -> None:
     cfg = RattaConfig()
     print(f"D={args.dim} AS={args.views} C={args.classes} F={banks.E.shape[0]} N={args.db_size} on {device} "
           f"(search: loop {loop_index.backend}, batched {index.backend}; threads: {torch.get_num_threads()})")
-    warm = args.warmup * args.batch_size
+    bench = Bench("ratta_bench", args)
+    paths = {"floor": lambda: run_floor(inputs, device, 0, args.samples, args.batch_size),
+             "loop": lambda: run_loop(inputs, loop_index, db, scale, cfg, device, 0, args.loop_samples),
+             "batched": lambda: run_batched(inputs, index, db, scale, cfg, device, 0, args.samples, args.batch_size)}
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        run_loop(inputs, loop_index, db, scale, cfg, device, 0, args.warmup)
-        run_batched(inputs, index, db, scale, cfg, device, 0, warm, args.batch_size)
-        loop_p, loop_s = run_loop(inputs, loop_index, db, scale, cfg, device, warm, args.loop_samples)
-        batched_p, batched_s = run_batched(inputs, index, db, scale, cfg, device, warm, args.samples, args.batch_size)
-    loop_rate, batched_rate = args.loop_samples / loop_s, args.samples / batched_s
-    same = torch.equal(loop_p.argmax(1), batched_p[: args.loop_samples].argmax(1))
-    gap = (loop_p - batched_p[: args.loop_samples]).abs().max().item()
-    labels = inputs["labels"][warm:warm + args.samples]
-    print(f"loop:    {loop_rate:9.1f} samples/s ({1000 / loop_rate:.1f} ms/sample, {args.loop_samples} samples)")
-    print(f"batched: {batched_rate:9.1f} samples/s ({1000 / batched_rate:.2f} ms/sample, {args.samples} samples, "
-          f"batch {args.batch_size})")
-    print(f"speed-up batched/loop: {batched_rate / loop_rate:.1f}x")
-    print(f"identical predictions on the {args.loop_samples} shared samples: {same} (max |p_loop - p_batched| "
-          f"{gap:.2e}); batched top-1 {100 * (batched_p.argmax(1) == labels).float().mean():.1f}%, "
-          f"{run_batched.mean_sets:.2f} sets per sample")
+        case, out = bench.compare("after-extract", paths, {"floor": args.samples, "loop": args.loop_samples,
+                                                           "batched": args.samples},
+                                  {"loop/batched": ("loop", "batched"), "batched/floor": ("batched", "floor")},
+                                  unit="sample", device=device)
+    loop_p, (batched_p, sets) = out["loop"], out["batched"]
+    shared = batched_p[: args.loop_samples]
+    case["identical_predictions"] = bool(torch.equal(loop_p.argmax(1), shared.argmax(1)))
+    case["max_abs_probability_difference"] = (loop_p - shared).abs().max().item()
+    case["batched_top1"] = (batched_p.argmax(1) == inputs["labels"][: args.samples]).float().mean().item()
+    case["sets_per_sample"] = sets.float().mean().item()
+    print(f"identical predictions on the {args.loop_samples} shared samples: {case['identical_predictions']} "
+          f"(max |p_loop - p_batched| {case['max_abs_probability_difference']:.2e}); batched top-1 "
+          f"{100 * case['batched_top1']:.1f}%, {case['sets_per_sample']:.2f} sets per sample")
     if args.pre_extract:
         bench_pre_extract(device, args.views)
+    bench.finish(device=str(device), sizes={"dim": args.dim, "views": args.views, "classes": args.classes,
+                                            "bank_rows": banks.E.shape[0], "db_rows": args.db_size,
+                                            "batch_size": args.batch_size})
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 query over its K candidates, every candidate's cross-attention keys/values recomputed for every pair, fp32) vs ours
 (keys/values once per candidate image, many pairs per forward), on identical random inputs, with the score difference.
 
-    python bench/reranking_cir_bench.py [--sizes tiny base] [--out bench/results/reranking_cir_bench.json]
+    python bench/reranking_cir_bench.py [--sizes tiny base] [--rounds 5] [--json bench/results/reranking_cir_bench.json]
 
 Default sizes: tiny and base with CUDA, tiny alone on CPU (base takes minutes there: ask for it with --sizes base).
 
@@ -11,19 +11,18 @@ Sizes: ``tiny`` (the demo's BLIP: 65 image tokens of width 64, 2 layers of width
 ``--queries`` queries draw their top-K from a gallery of ``--gallery`` images (so each image serves
 queries x K / gallery pairs, about 90 on CIRR val); the original path runs on the first ``--reference-queries`` of
 them (its pairs/s does not depend on how many), ours on all; scores are compared on the common queries. On CUDA
-``--dtype bf16`` is measured too. Warm-up forwards are excluded from the timings.
+bf16 is measured too. The paths run in interleaved rounds after one untimed call each; prints median
+[min-max] pairs/s and the original/ours ratio, writes JSON.
 """
 from __future__ import annotations
 
 import argparse
-import time
-from pathlib import Path
 
 import torch
 
+from common.bench import Bench, add_arguments
 from common.blip import CirStage2, MedConfig, ViTConfig
 from common.blip.tiny import tiny_med_config
-from common.io import atomic_write_json
 from reranking_cir.scoring import Queries, stage2_scores
 
 SIZES = {
@@ -49,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--image-chunk", type=int, default=16, help="images whose keys/values are held (default 16)")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    parser.add_argument("--out", default="bench/results/reranking_cir_bench.json", help="JSON results")
+    add_arguments(parser, "reranking_cir_bench", rounds=5)
     return parser
 
 
@@ -69,65 +68,48 @@ def inputs(size: dict, args: argparse.Namespace, device: torch.device):
     return model, gallery, queries, candidates
 
 
-def timed(fn, device: torch.device) -> tuple[torch.Tensor, float]:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    result = fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return result, time.perf_counter() - start
-
-
 def subset(queries: Queries, n: int) -> Queries:
     return Queries(queries.input_ids[:n], z_t=queries.z_t[:n])
 
 
-def bench_size(name: str, args: argparse.Namespace, device: torch.device) -> dict:
+def bench_size(name: str, args: argparse.Namespace, device: torch.device, bench: Bench) -> dict:
     size = SIZES[name]
     model, gallery, queries, candidates = inputs(size, args, device)
     tokens = lambda rows: gallery[rows.to(device)]  # noqa: E731
     n_ref = min(args.reference_queries or size["reference_queries"], len(queries))
     options = dict(pair_batch=args.pair_batch, image_chunk=args.image_chunk)
-    stage2_scores(model, subset(queries, 1), candidates[:1, :4], tokens, kv_reuse=False)  # warm-up
-    stage2_scores(model, subset(queries, 1), candidates[:1, :4], tokens, **options)
-    reference, ref_seconds = timed(lambda: stage2_scores(model, subset(queries, n_ref), candidates[:n_ref], tokens,
-                                                         kv_reuse=False), device)
-    ours, our_seconds = timed(lambda: stage2_scores(model, queries, candidates, tokens, **options), device)
-    result = {"size": name, "device": str(device), "k": args.k, "length": args.length, "gallery": len(gallery),
-              "reference_queries": n_ref, "queries": len(queries),
-              "pairs_per_image": len(queries) * args.k / len(gallery),
-              "per_query_pairs_per_s": n_ref * args.k / ref_seconds, "kv_reuse_pairs_per_s":
-              len(queries) * args.k / our_seconds,
-              "max_abs_score_diff": (ours[:n_ref] - reference).abs().max().item(),
-              "same_order": bool(torch.equal(ours[:n_ref].argsort(dim=1), reference.argsort(dim=1)))}
-    result["speedup"] = result["kv_reuse_pairs_per_s"] / result["per_query_pairs_per_s"]
+    paths = {"original": lambda: stage2_scores(model, subset(queries, n_ref), candidates[:n_ref], tokens,
+                                               kv_reuse=False),
+             "ours": lambda: stage2_scores(model, queries, candidates, tokens, **options)}
+    units = {"original": n_ref * args.k, "ours": len(queries) * args.k}
     if device.type == "cuda":
-        bf16, seconds = timed(lambda: stage2_scores(model, queries, candidates, tokens, dtype="bf16", **options),
-                              device)
-        result["kv_reuse_bf16_pairs_per_s"] = len(queries) * args.k / seconds
-        order = (bf16[:n_ref].argsort(dim=1, descending=True) == reference.argsort(dim=1, descending=True))
-        result["bf16_same_rank_fraction"] = order.float().mean().item()
-    return result
+        paths["ours bf16"] = lambda: stage2_scores(model, queries, candidates, tokens, dtype="bf16", **options)
+        units["ours bf16"] = units["ours"]
+    label = (f"{name} on {device}: K={args.k}, {args.length} tokens, original {n_ref} queries, ours {len(queries)} "
+             f"queries ({len(queries) * args.k / len(gallery):.0f} pairs per image)")
+    case, out = bench.compare(label, paths, units, {"original/ours": ("original", "ours")}, unit="pair",
+                              device=device)
+    reference, ours = out["original"], out["ours"][:n_ref]
+    case.update(size=name, device=str(device), k=args.k, length=args.length, gallery=len(gallery),
+                reference_queries=n_ref, queries=len(queries), pairs_per_image=len(queries) * args.k / len(gallery),
+                max_abs_score_diff=(ours - reference).abs().max().item(),
+                same_order=bool(torch.equal(ours.argsort(dim=1), reference.argsort(dim=1))))
+    if device.type == "cuda":
+        order = out["ours bf16"][:n_ref].argsort(dim=1, descending=True) == reference.argsort(dim=1, descending=True)
+        case["bf16_same_rank_fraction"] = order.float().mean().item()
+    print(f"  max |score diff| {case['max_abs_score_diff']:.2e}, same order {case['same_order']}")
+    return case
 
 
-def main(argv: list[str] | None = None) -> list[dict]:
+def main(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if args.threads:
         torch.set_num_threads(args.threads)
-    results = []
+    bench = Bench("reranking_cir_bench", args)
     for name in args.sizes or (["tiny", "base"] if device.type == "cuda" else ["tiny"]):
-        result = bench_size(name, args, device)
-        results.append(result)
-        print(f"{name:>5} on {result['device']}: per-query {result['per_query_pairs_per_s']:8.1f} pairs/s "
-              f"({result['reference_queries']} queries), K/V reuse {result['kv_reuse_pairs_per_s']:8.1f} pairs/s "
-              f"({result['queries']} queries, {result['pairs_per_image']:.0f} pairs per image): "
-              f"{result['speedup']:.2f}x, max |score diff| {result['max_abs_score_diff']:.2e}, "
-              f"same order {result['same_order']}")
-    atomic_write_json({"results": results, "threads": torch.get_num_threads()}, Path(args.out), indent=2)
-    print(f"written to {args.out}")
-    return results
+        bench_size(name, args, device, bench)
+    return bench.finish()
 
 
 if __name__ == "__main__":

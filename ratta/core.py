@@ -20,6 +20,9 @@ import torch.nn.functional as F
 
 from ratta.transport import sinkhorn_plans
 
+CHUNK_ELEMENTS = 1 << 24
+"""Similarities per ``Z·Eᵀ`` chunk of ``top_descriptions`` (64 MB in fp32)."""
+
 
 class Searcher(Protocol):
     def search(self, queries: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]: ...
@@ -120,11 +123,46 @@ def zero_shot(x: torch.Tensor, W: torch.Tensor, scale: torch.Tensor) -> tuple[to
     return p_t, -(p_t * log_p).sum(dim=-1)
 
 
-def description_scores(Z: torch.Tensor, E: torch.Tensor, q: float, chunk_elements: int = 1 << 24) -> torch.Tensor:
+def description_scores(Z: torch.Tensor, E: torch.Tensor, q: float) -> torch.Tensor:
     """Quantile-``q`` over the V views of the view-description cosines: Z [B, V, D], E [F, D] → [B, F]."""
+    return quantile(Z @ E.T, q, dim=1)
+
+
+def _top_in_chunk(sims: torch.Tensor, q: float, k: int, guesses: int) -> torch.Tensor:
+    """Ids [b, k] of the ``k`` largest quantile-``q`` scores of ``sims`` [b, V, F], in ``topk`` order.
+
+    Exact without scoring every column: the ``guesses`` columns with the largest view sum are scored, and the k-th
+    best of them, ``t``, lower-bounds the k-th best score. A column whose score reaches ``t`` has at least ``V - above``
+    values >= ``t`` (its score never exceeds its ``above``-th order statistic), so columns with fewer are dropped
+    by one counting pass; the survivors are scored and ranked.
+    """
+    b, V, n = sims.shape
+    if n <= guesses:
+        return quantile(sims, q, dim=1).topk(k, dim=1).indices
+    _, above, _ = quantile_rank(q, V)
+    guessed = sims.sum(dim=1).topk(guesses, dim=1).indices
+    guess_scores = quantile(sims.gather(2, guessed[:, None].expand(b, V, guesses)), q, dim=1)
+    threshold = guess_scores.topk(k, dim=1).values[:, -1]
+    reaching = (sims >= threshold[:, None, None]).view(torch.uint8)
+    counts = reaching.sum(dim=1, dtype=torch.uint8 if V < 256 else torch.int32)
+    survives = counts >= V - above
+    width = int(survives.sum(dim=1).max())
+    columns = survives.to(torch.uint8).sort(dim=1, descending=True, stable=True).indices[:, :width]
+    scores = quantile(sims.gather(2, columns[:, None].expand(b, V, width)), q, dim=1)
+    return columns.gather(1, scores.topk(k, dim=1).indices)
+
+
+def top_descriptions(Z: torch.Tensor, E: torch.Tensor, q: float, k: int, chunk_elements: int = CHUNK_ELEMENTS,
+                     guesses: int | None = None) -> torch.Tensor:
+    """Ids [B, k] of the ``k`` best descriptions by ``description_scores`` (descending), for Z [B, V, D] and E [F, D].
+
+    Samples go through in chunks of about ``chunk_elements`` similarities; only the columns that can reach the top
+    ``k`` get their quantile computed (``guesses``: columns scored to bound the k-th best, default 4k).
+    """
     B, V, _ = Z.shape
+    guesses = max(k, guesses or 4 * k)
     step = max(1, chunk_elements // max(1, V * E.shape[0]))
-    return torch.cat([quantile(Z[i:i + step] @ E.T, q, dim=1) for i in range(0, B, step)])
+    return torch.cat([_top_in_chunk(Z[i:i + step] @ E.T, q, k, guesses) for i in range(0, B, step)])
 
 
 def select_sets(topk_ids: torch.Tensor, name: torch.Tensor, num_classes: int, cfg: RattaConfig
@@ -209,7 +247,7 @@ def adapt_batch(x: torch.Tensor, views: torch.Tensor, banks: TextBanks, index: S
     x, views = x.float(), views.float()
     Z = torch.cat([x[:, None], views], dim=1)
     p_t, H_t = zero_shot(x, banks.W, scale)
-    topk_ids = description_scores(Z, banks.E, cfg.qthres).topk(cfg.top_k_d, dim=1).indices
+    topk_ids = top_descriptions(Z, banks.E, cfg.qthres, cfg.top_k_d)
     set_classes, valid, members = select_sets(topk_ids, banks.name, banks.num_classes, cfg)
     g, P = prototypes(banks.E, topk_ids, members)
     B, S = valid.shape
