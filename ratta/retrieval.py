@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common.io import file_size_text
+from common.io import MalformedFileError, file_size_text
 
 try:
     import faiss
@@ -71,8 +71,8 @@ class VectorIndex:
             index = faiss.read_index(str(path))
         except RuntimeError:
             state = "empty" if Path(path).stat().st_size == 0 else "truncated or damaged"
-            raise ValueError(f"{path}: cannot read the faiss index ({state}, {file_size_text(path)} on disk); "
-                             f"rebuild it with ratta_build_db.py --index ivf") from None
+            raise MalformedFileError(f"{path}: cannot read the faiss index ({state}, {file_size_text(path)} on "
+                                     f"disk); rebuild it with ratta_build_db.py --index ivf") from None
         if hasattr(index, "nprobe"):
             index.nprobe = nprobe
         self = cls.__new__(cls)

@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from common.io import atomic_write, file_size_text
+from common.io import MalformedFileError, atomic_write, file_size_text
 
 FORMAT_VERSION = 1
 
@@ -57,12 +57,12 @@ def read_db_file(path: Path, read: Callable[[Path], Any]) -> Any:
     """``read(path)``; an empty, truncated or damaged file is reported as such, naming it."""
     redo = "download it again or rebuild it with ratta/ratta_build_db.py"
     if path.stat().st_size == 0:
-        raise ValueError(f"{path}: the DB file is empty (0 bytes); {redo}")
+        raise MalformedFileError(f"{path}: the DB file is empty (0 bytes); {redo}")
     try:
         return read(path)
     except (EOFError, OSError, ValueError, zipfile.BadZipFile, pickle.UnpicklingError) as error:
-        raise ValueError(f"{path}: truncated, damaged or not a DB file ({file_size_text(path)} on disk; "
-                         f"{type(error).__name__}: {error}); {redo}") from None
+        raise MalformedFileError(f"{path}: truncated, damaged or not a DB file ({file_size_text(path)} on disk; "
+                                 f"{type(error).__name__}: {error}); {redo}") from None
 
 
 def _read_npz(path: Path) -> tuple[dict[str, Any], list[str]]:

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from common.clip import write_tiny_clip
-from common.io import CheckpointError
+from common.io import CheckpointError, MalformedFileError
 from common.synthetic.textures import write_dtd
 from ratta import after_extract, pre_extract, ratta_build_db
 from ratta.embeddings import load_embeddings
@@ -139,16 +139,18 @@ def test_empty_or_truncated_db_files_are_named(tmp_path, suffix):
         else:
             pickle.dump({"embedding": rows}, handle, protocol=4)
     cut(path, 0.5)
-    with pytest.raises(ValueError, match=f"^{path}: truncated, damaged or not a DB file .* on disk; .*rebuild it"):
+    with pytest.raises(MalformedFileError,
+                       match=f"^{path}: truncated, damaged or not a DB file .* on disk; .*rebuild it"):
         load_db(db, trust_pickle=True)
     cut(path, 0)
-    with pytest.raises(ValueError, match=f"^{path}: the DB file is empty \\(0 bytes\\); download it again"):
+    with pytest.raises(MalformedFileError, match=f"^{path}: the DB file is empty \\(0 bytes\\); download it again"):
         load_db(db, trust_pickle=True)
 
 
 def test_empty_faiss_index_is_named(tmp_path):
     (tmp_path / "db.ivf.faiss").write_bytes(b"")
-    with pytest.raises(ValueError, match="db.ivf.faiss: cannot read the faiss index \\(empty, 0 bytes on disk\\)"):
+    with pytest.raises(MalformedFileError,
+                       match="db.ivf.faiss: cannot read the faiss index \\(empty, 0 bytes on disk\\)"):
         VectorIndex.from_faiss_file(tmp_path / "db.ivf.faiss")
 
 
