@@ -15,6 +15,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from common.errors import InputError
 from common.io import PathLike, atomic_write_json, read_json
+from common.run_record import note_output
 
 VERSION = "rc2"
 LIST_LENGTH = {"recall": 50, "recall_subset": 3}
@@ -68,7 +69,7 @@ def submission_folder(output_root: PathLike, name: str, folder_per_name: bool = 
     """The folder that receives submission ``name``: ``<output_root>/submission/CIRR/`` (``folder_per_name``:
     ``.../CIRR/<name>/``, MLCL's layout). Call it before any work: it checks that ``name`` is a plain file-name part
     and that the folder (or the nearest one above it that exists) can receive files."""
-    from common.training.run import check_writable_root  # imported here: the validator CLI stays light
+    from common.io import check_writable_root  # imported here: the validator CLI stays light
 
     _check_name(name)
     folder = Path(output_root) / "submission" / "CIRR"
@@ -86,6 +87,7 @@ def write_cirr_submission(out_dir: PathLike, name: str, recall: Mapping[Any, Seq
     50 and 3; smaller galleries give shorter lists). Both must cover the same pairids. Files are written atomically.
     """
     _check_name(name)
+    note_output(out_dir)
     files = []
     built = {}
     for metric, rankings in (("recall", recall), ("recall_subset", recall_subset)):

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from common.io import CheckpointError, PathLike, atomic_torch_save, load_torch_file, resolve_weights
+from common.run_record import note_checkpoint
 from common.transforms import clip_preprocess
 
 with warnings.catch_warnings():
@@ -86,6 +87,7 @@ def read_clip_state_dict(path: PathLike) -> dict[str, torch.Tensor]:
     (CLIP4Cir/MLCL fine-tuned files). The TorchScript-only keys are dropped."""
     path = Path(path)
     if _is_torchscript(path):
+        note_checkpoint(path, "CLIP weights")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
             state_dict = torch.jit.load(str(path), map_location="cpu").state_dict()

@@ -18,8 +18,9 @@ from torchvision import transforms as T
 
 from common.dist import barrier, init_distributed
 from common.io import CheckpointError, atomic_torch_save, atomic_write_json, load_torch_file, read_json
+from common.io import check_writable_root
+from common.run_record import note_args, note_output
 from common.runtime import note_stop, progress, run_main, seed_everything
-from common.training.run import check_writable_root
 from common.transforms import CLIP_MEAN, CLIP_STD, clip_preprocess
 from ratta.cli import add_dataset_arg, add_model_args, choose_device, load_model, script_parser
 from ratta.data import TestImages, get_spec, read_test_set
@@ -89,8 +90,10 @@ def run(args: argparse.Namespace, imagenet: bool, max_new_chunks: int | None = N
     get_spec(args.dataset, imagenet=imagenet)
     out = embedding_path(args.save_dir, args.net_name, args.seed, args.dataset)
     check_writable_root(out.parent, "--save_dir")
+    note_output(out.parent)
     info = init_distributed(choose_device(args))
     seed_everything(args.seed)
+    note_args(args, info.device, info.world_size)
     if info.is_main:
         print(str(out.with_suffix("")))
         print(f"seed: {args.seed}, augmentation size: {args.augmentation_size}")

@@ -17,8 +17,8 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
+from common.io import check_writable_root
 from common.runtime import progress, run_main
-from common.training.run import check_writable_root
 from common.transforms import clip_preprocess
 from ratta.cli import add_model_args, choose_device, load_model
 from ratta.retrieval import build_ivf_index, faiss, recall_against_exact

@@ -7,6 +7,20 @@ from pathlib import Path
 import pytest
 
 
+@pytest.fixture(autouse=True, scope="session")
+def private_hash_cache(tmp_path_factory):
+    """The run record's hash cache of every script the tests run (in process or as a subprocess) lives in a
+    temporary folder, never in the user's ``~/.cache/vlr``."""
+    folder = tmp_path_factory.mktemp("vlr_cache")
+    saved = os.environ.get("VLR_CACHE_DIR")
+    os.environ["VLR_CACHE_DIR"] = str(folder)
+    yield folder
+    if saved is None:
+        os.environ.pop("VLR_CACHE_DIR", None)
+    else:
+        os.environ["VLR_CACHE_DIR"] = saved
+
+
 @pytest.fixture
 def read_only(monkeypatch):
     """Make folders read-only, also for root (whom the mode bits do not stop): ``os.access`` refuses writing there."""
