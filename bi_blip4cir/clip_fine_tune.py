@@ -34,9 +34,10 @@ from common.cir.selection import best_checkpoint_names
 from common.cir.training import run_epochs
 from common.dist import DistInfo, cleanup, concat_all_gather
 from common.runtime import autocast, get_logger, grad_scaler, run_main, seed_everything
-from common.training.lr import cosine_lr_schedule
 from common.training.loop import data_parallel, train_loader, train_one_epoch
-from common.training.run import TrainingRun, preflight
+from common.training.lr import cosine_lr_schedule
+from common.training.resume import preflight
+from common.training.run import TrainingRun
 
 logger = get_logger("bi_blip4cir.clip_fine_tune")
 
@@ -105,7 +106,8 @@ def main(argv: list[str] | None = None) -> None:
     root = dataset_root(name, args.data_root)
     params = hyperparameters(args, weight, dist.world_size)
     check_checkpoint_flags(args)
-    preflight(args, params)  # output folder, --resume and its flags, before any image is encoded
+    prefix = f"blip_text_finetuned_on_{SHORT_NAMES[name]}"
+    preflight(args, params, prefix=prefix)  # output folder, --resume and its flags, before any image is encoded
 
     image_encoder, text_encoder = build_blip_encoders(args, device)
     for parameter_name, parameter in text_encoder.named_parameters():
@@ -128,7 +130,7 @@ def main(argv: list[str] | None = None) -> None:
     model = data_parallel(text_encoder, dist)
 
     state = {"text_encoder": text_encoder, "optimizer": optimizer, "scaler": scaler}
-    run = TrainingRun(args, dist, f"blip_text_finetuned_on_{SHORT_NAMES[name]}", state, params,
+    run = TrainingRun(args, dist, prefix, state, params,
                       f"BLIP4Cir_Bi blip_text_finetune {DISPLAY_NAMES[name]}",
                       f"Bi-BLIP4CIR stage I on {DISPLAY_NAMES[name]}", code_dir=Path(__file__).parent)
     best_names = best_checkpoint_names(name, "tuned_blip", "tuned_blip_best")
@@ -139,8 +141,9 @@ def main(argv: list[str] | None = None) -> None:
         cosine_lr_schedule(optimizer, epoch, args.blip_max_epoch, args.blip_learning_rate, args.blip_min_lr,
                            clamp=args.clamp_cosine)
         text_encoder.train()
-        return train_one_epoch(loader, partial(step, rng=caption_rng(args.seed, dist.rank, epoch)), optimizer,
-                               scaler, epoch, device, run.log.tracker, "stage I")
+        rng = caption_rng(args.seed, dist.rank, epoch)
+        return train_one_epoch(loader, partial(step, rng=rng), optimizer, scaler, epoch, device, run.log.tracker,
+                               "stage I", saver=run.steps.epoch(captions=rng))
 
     def validate(epoch: int) -> dict[str, float] | None:
         if not dist.is_main:

@@ -38,7 +38,8 @@ from common.cir.training import run_epochs
 from common.dist import DistInfo, cleanup, concat_all_gather
 from common.runtime import autocast, get_logger, grad_scaler, run_main, seed_everything
 from common.training.loop import data_parallel, train_loader, train_one_epoch
-from common.training.run import TrainingRun, preflight
+from common.training.resume import preflight
+from common.training.run import TrainingRun
 
 logger = get_logger("bi_blip4cir.combiner_train")
 
@@ -118,7 +119,8 @@ def main(argv: list[str] | None = None) -> None:
     root = dataset_root(name, args.data_root)
     params = hyperparameters(args, weight, dist.world_size)
     check_checkpoint_flags(args)
-    preflight(args, params)  # output folder, --resume and its flags, before any image is encoded
+    prefix = f"combiner_trained_on_{SHORT_NAMES[name]}_BLIPImgTxt"
+    preflight(args, params, prefix=prefix)  # output folder, --resume and its flags, before any image is encoded
 
     image_encoder, text_encoder = build_blip_encoders(args, device)
     check_feature_dim(args, text_encoder)
@@ -142,7 +144,7 @@ def main(argv: list[str] | None = None) -> None:
     model = data_parallel(combiner, dist)
 
     state = {"combiner": combiner, "optimizer": optimizer, "scaler": scaler}
-    run = TrainingRun(args, dist, f"combiner_trained_on_{SHORT_NAMES[name]}_BLIPImgTxt", state, params,
+    run = TrainingRun(args, dist, prefix, state, params,
                       f"BLIP4Cir_Bi combiner_training {DISPLAY_NAMES[name]}",
                       f"Bi-BLIP4CIR stage II on {DISPLAY_NAMES[name]}", code_dir=Path(__file__).parent)
     best_names = best_checkpoint_names(name, "combiner", "combiner")
@@ -151,8 +153,9 @@ def main(argv: list[str] | None = None) -> None:
 
     def train_epoch(epoch: int) -> float:
         combiner.train()
-        return train_one_epoch(loader, partial(step, rng=caption_rng(args.seed, dist.rank, epoch)), optimizer,
-                               scaler, epoch, device, run.log.tracker, "stage II")
+        rng = caption_rng(args.seed, dist.rank, epoch)
+        return train_one_epoch(loader, partial(step, rng=rng), optimizer, scaler, epoch, device, run.log.tracker,
+                               "stage II", saver=run.steps.epoch(captions=rng))
 
     def validate(epoch: int) -> dict[str, float] | None:
         if not dist.is_main:

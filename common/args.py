@@ -11,6 +11,7 @@ import dataclasses
 
 from common.dist import DistInfo, init_distributed
 from common.io import read_json
+from common.run_record import note_args
 from common.runtime import seed_everything
 
 
@@ -59,7 +60,8 @@ def add_comet_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 
 def add_output_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """--output-root, --run-name, --resume for training scripts."""
+    """--output-root, --run-name, --resume, --no-resume-state, --save-every-steps, --save-every-minutes for
+    training scripts."""
     group = parser.add_argument_group("outputs and resume")
     group.add_argument("--output-root", default=".",
                        help="folder that receives models/ and submission/ (default: the current folder, as upstream)")
@@ -67,26 +69,55 @@ def add_output_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                        help="run folder name under <output-root>/models; if that folder exists, _1, _2... is appended "
                             "and a new run starts there (continue a run with --resume) (default: the upstream "
                             "timestamped name)")
-    group.add_argument("--resume", default=None, metavar="RUN_DIR",
-                       help="continue an interrupted run from RUN_DIR/resume.pt, skipping finished epochs. Every flag "
+    group.add_argument("--resume", default=None, metavar="RUN_DIR|auto",
+                       help="continue an interrupted run from RUN_DIR/resume.pt, skipping finished epochs and steps. "
+                            "'auto' continues the newest unfinished run folder of this script with the same "
+                            "settings under the output root, else starts a new run (safe in a job script that a "
+                            "scheduler or torchrun --max-restarts relaunches). Every flag "
                             "that changes the result (dataset, model and checkpoint paths, batch size, rates, "
                             "schedule, loss weights...) must equal the run's; the script lists any that differ and "
                             "stops before touching the folder. These may differ: --num-epochs (a larger value extends "
                             "a finished run), the data paths (--data-root and the per-dataset roots, --tokenizer, "
                             "--cache-dir, --clip-download-root), --device, --num-workers, --no-amp, the Comet flags, "
-                            "--output-root, --run-name, --allow-download, --trust-checkpoints, --no-resume-state. A "
+                            "--output-root, --run-name, --allow-download, --trust-checkpoints, --no-resume-state, "
+                            "--save-every-steps, --save-every-minutes. A "
                             "finished run exits without writing; a folder another process trains into is refused "
                             "(default: a new run folder)")
     group.add_argument("--no-resume-state", action="store_true",
                        help="do not write RUN_DIR/resume.pt (by default it is rewritten after every epoch and is as "
                             "large as the model plus its optimizer state); such a run cannot be resumed")
+    group.add_argument("--save-every-steps", type=_positive_int, default=None, metavar="N",
+                       help="also rewrite resume.pt inside an epoch every N batches (with every process's data "
+                            "order, RNG states and partial loss), so that --resume continues at the next step "
+                            "(default: only after each epoch)")
+    group.add_argument("--save-every-minutes", type=_positive_float, default=None, metavar="M",
+                       help="also rewrite resume.pt inside an epoch when M minutes have passed since the last save "
+                            "(default: only after each epoch)")
     return parser
+
+
+def _positive_int(text: str) -> int:
+    value = int(text) if text.strip().isdigit() else 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
+    return value
 
 
 def setup_runtime(args: argparse.Namespace) -> DistInfo:
     """Choose the device once, join torchrun's process group if any, and seed every library (same seed on all ranks)."""
     info = init_distributed(args.device)
     seed_everything(args.seed)
+    note_args(args, info.device, info.world_size)
     return info
 
 

@@ -33,6 +33,19 @@ def launched_by_torchrun() -> bool:
     return "RANK" in os.environ and "WORLD_SIZE" in os.environ
 
 
+def attempt_store() -> dist.Store | None:
+    """Under torchrun's agent store (``TORCHELASTIC_USE_AGENT_STORE``), a client of it whose keys are those of this
+    restart attempt (``TORCHELASTIC_RESTART_COUNT``), else None (``init_process_group`` reads the environment).
+
+    The agent keeps one store across ``--max-restarts`` restarts, so a restarted group would otherwise read the
+    addresses its dead predecessors published and fail to connect (pytorch/pytorch#135712)."""
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        return None
+    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), int(os.environ["WORLD_SIZE"]),
+                          is_master=False)
+    return dist.PrefixStore(f"vlr/attempt_{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
+
+
 def init_distributed(device: str | torch.device | None = None) -> DistInfo:
     """Choose the device once and join the process group when launched by torchrun.
 
@@ -48,7 +61,13 @@ def init_distributed(device: str | torch.device | None = None) -> DistInfo:
     else:
         chosen = requested or torch.device("cpu")
     if launched_by_torchrun() and int(os.environ["WORLD_SIZE"]) > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+        store = attempt_store()
+        backend = "nccl" if use_cuda else "gloo"
+        if store is None:
+            dist.init_process_group(backend=backend)
+        else:
+            dist.init_process_group(backend=backend, store=store, rank=int(os.environ["RANK"]),
+                                    world_size=int(os.environ["WORLD_SIZE"]))
     return DistInfo(rank=get_rank(), world_size=get_world_size(), local_rank=local_rank, device=chosen)
 
 

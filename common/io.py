@@ -1,6 +1,7 @@
 """File I/O shared by every paper: safe torch loading, weight resolution, atomic writes, JSON with clear errors."""
 from __future__ import annotations
 
+import errno
 import fnmatch
 import hashlib
 import json
@@ -101,6 +102,8 @@ def load_torch_file(path: PathLike, *, trusted: bool = False, map_location: Any 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: {what} not found")
+    from common.run_record import note_checkpoint  # noqa: PLC0415 - run_record imports common.io
+    note_checkpoint(path, what)
     try:
         return _load_weights_only(path, map_location)
     except Exception as safe_error:  # noqa: BLE001 - re-raised with context below
@@ -285,9 +288,14 @@ def new_file_mode() -> int:
     return 0o666 & ~mask
 
 
+class DiskFull(InputError, OSError):
+    """No space left (or quota exceeded) while writing a file; the file under its final name is untouched."""
+
+
 def atomic_write(path: PathLike, write: Callable[[BinaryIO], Any]) -> Path:
     """Call ``write(binary handle)`` on a temporary file in the same folder, then rename, so a crash never leaves a
-    half file. The file gets the mode of a plainly created one (the user's umask), not the temporary file's 0600."""
+    half file. The file gets the mode of a plainly created one (the user's umask), not the temporary file's 0600.
+    On any failure the temporary file is removed; a full disk raises ``DiskFull`` saying the earlier file is kept."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -298,8 +306,11 @@ def atomic_write(path: PathLike, write: Callable[[BinaryIO], Any]) -> Path:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp_name, path)
-    except BaseException:
+    except BaseException as error:
         Path(tmp_name).unlink(missing_ok=True)
+        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+            kept = "the previous file is kept unchanged" if path.exists() else "nothing was written under that name"
+            raise DiskFull(f"{path}: disk full while writing it ({error.strerror}); {kept}") from error
         raise
     return path
 
@@ -332,3 +343,13 @@ def read_json(path: PathLike, what: str = "a JSON file") -> Any:
         raise MalformedFileError(
             f"{path}: malformed JSON at line {error.lineno} column {error.colno} ({error.msg}); expected {what}"
         ) from error
+
+
+def check_writable_root(root: PathLike, flag: str = "--output-root") -> None:
+    """Fail fast when ``root`` (or the nearest folder above it that exists) cannot receive new files."""
+    path = Path(root).expanduser().absolute()
+    existing = next(folder for folder in (path, *path.parents) if folder.exists())
+    if not existing.is_dir():
+        raise NotADirectoryError(f"{flag} {root}: {existing} is a file, expected a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise PermissionError(f"{flag} {root}: cannot create files in {existing} (permission denied)")

@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from common.dist import is_dist, is_main_process
 from common.errors import INPUT_ERRORS
+from common.run_record import recording
 
 T = TypeVar("T")
 
@@ -121,7 +122,8 @@ class Terminated(BaseException):
 class RunPlace:
     """Where the training run of this process stands: its folder (None until it is made), the last epoch whose
     ``resume.pt`` is on disk (-1: none), whether epochs are saved at all, the epoch in progress and its step
-    (``steps`` per epoch, None when not known)."""
+    (``steps`` per epoch, None when not known), and ``(epoch, step)`` when ``resume.pt`` holds an epoch part-way
+    (``--save-every-steps``)."""
 
     run_dir: Path | None
     resumable: bool = True
@@ -129,10 +131,15 @@ class RunPlace:
     epoch: int = 0
     step: int = 0
     steps: int | None = None
+    partial: tuple[int, int] | None = None
 
     def saved(self, epoch: int) -> None:
         """``resume.pt`` now holds ``epoch``; the next epoch has not started."""
-        self.saved_epoch, self.epoch, self.step, self.steps = epoch, epoch + 1, 0, None
+        self.saved_epoch, self.epoch, self.step, self.steps, self.partial = epoch, epoch + 1, 0, None, None
+
+    def saved_step(self, epoch: int, step: int) -> None:
+        """``resume.pt`` now holds ``epoch`` up to ``step``."""
+        self.partial = (epoch, step)
 
 
 _active_run: RunPlace | None = None
@@ -204,6 +211,9 @@ def stop_message(signum: int, argv: list[str]) -> str:
         return f"{cause} before the run folder was made; nothing to resume: start the run again"
     steps = f" (step {run.step} of {run.steps})" if run.steps else ""
     where = f"{cause} in epoch {run.epoch}{steps} of {run.run_dir}"
+    if run.partial is not None:
+        epoch, step = run.partial
+        return f"{where}; epoch {epoch} up to step {step} is saved, continue with: {resume_command(argv, run.run_dir)}"
     if run.saved_epoch >= 0:
         done = "epoch 0 is" if run.saved_epoch == 0 else f"epochs 0-{run.saved_epoch} are"
         return f"{where}; {done} saved, continue with: {resume_command(argv, run.run_dir)}"
@@ -237,7 +247,8 @@ def run_main(main: Callable[[list[str]], Any], argv: list[str] | None = None) ->
     previous = {signum: signal.getsignal(signum) for signum in EXIT_STATUS}
     signal.signal(signal.SIGTERM, _terminate_handler(os.getpid()))
     try:
-        main(argv)
+        with recording(argv):
+            main(argv)
     except INPUT_ERRORS as error:
         if os.environ.get("VLR_TRACEBACK") == "1":
             raise

@@ -9,7 +9,7 @@ from pathlib import Path
 from common.args import add_runtime_args
 from common.cir import args as cir_args
 from common.cir.data import dataset_choice, dataset_root
-from common.training.run import check_writable_root
+from common.io import check_writable_root
 from mlcl.combiner import FUSION_WEIGHTS
 
 DATASETS = ("fashioniq", "shoes", "cirr")

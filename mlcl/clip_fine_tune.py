@@ -39,7 +39,8 @@ from common.clip import CLIP
 from common.dist import DistInfo, all_gather_with_grad, cleanup
 from common.runtime import autocast, get_logger, grad_scaler, run_main, seed_everything
 from common.training.loop import data_parallel, train_loader, train_one_epoch
-from common.training.run import TrainingRun, preflight
+from common.training.resume import preflight
+from common.training.run import TrainingRun
 from mlcl.args import (adapt_output_args, add_clip_args, add_image_args, add_port_args, add_saving_args,
                        check_cache_dir, data_root, dataset_name, short_model_name)
 from mlcl.data import EXTRACT_BATCH_SIZE, clip_cache_key, query_sets, train_image_table
@@ -137,7 +138,7 @@ def main(argv: list[str] | None = None) -> None:
     args.run_name = default_run_name(args, prefix)
     params = hyperparameters(args, HYPERPARAMETERS, clip_precision(device, args.clip_fp32),
                              clip_model_ckpt=args.clip_model_ckpt, world_size=dist.world_size)
-    preflight(args, params)
+    preflight(args, params, prefix=prefix, subdir=RUN_SUBDIR)
     check_cache_dir(args)
 
     model, info = build_clip(args, device, args.clip_model_ckpt)
@@ -174,8 +175,9 @@ def main(argv: list[str] | None = None) -> None:
 
     def train_epoch(epoch: int) -> float:
         model.eval()  # BatchNorm statistics stay frozen, as in the original
-        return train_one_epoch(loader, partial(step, rng=caption_rng(args.seed, dist.rank, epoch)), optimizer,
-                               scaler, epoch, device, run.log.tracker, f"CLIP fine-tune ({args.encoder})")
+        rng = caption_rng(args.seed, dist.rank, epoch)
+        return train_one_epoch(loader, partial(step, rng=rng), optimizer, scaler, epoch, device, run.log.tracker,
+                               f"CLIP fine-tune ({args.encoder})", saver=run.steps.epoch(captions=rng))
 
     def validate(epoch: int) -> dict[str, float] | None:
         val_sets = fixed_val_sets or query_sets(args, name, "val", image_encoder, device, dim, cache=False)

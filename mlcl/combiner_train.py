@@ -41,7 +41,8 @@ from common.features import extract_features
 from common.runtime import autocast, get_logger, grad_scaler, run_main, seed_everything
 from common.training.checkpoint import unwrap
 from common.training.loop import data_parallel, train_loader, train_one_epoch
-from common.training.run import TrainingRun, preflight
+from common.training.resume import preflight
+from common.training.run import TrainingRun
 from mlcl.args import (adapt_output_args, add_clip_args, add_image_args, add_port_args, add_saving_args,
                        check_cache_dir, data_root, dataset_name, short_model_name)
 from mlcl.augment import image_aug_transform
@@ -137,6 +138,12 @@ class WarmRestarts:
             group["lr"] = warm_restart_lr(position, base, RESTART_PERIOD, LR_FLOOR)
         self.step_index += 1
 
+    def state_dict(self) -> dict[str, int]:
+        return {"step_index": self.step_index}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.step_index = state["step_index"]
+
 
 def combiner_step(batch: tuple, rng: random.Random, *, name: str, images: FrozenImages, texts: FrozenTexts,
                   augmented: FrozenImages, model: nn.Module, dist: DistInfo, amp: bool, means: EpochMeans,
@@ -174,7 +181,7 @@ def main(argv: list[str] | None = None) -> None:
     params = hyperparameters(args, HYPERPARAMETERS, precision, learn_t=args.learn_t, use_schedule=args.use_schedule,
                              aug_dim=aug_dim, loss_weight_lr=args.loss_weight_lr, fusion_weights=args.fusion_weights,
                              feature_cache=not args.no_feature_cache, world_size=dist.world_size)
-    preflight(args, params)
+    preflight(args, params, prefix=run_prefix(args), subdir=RUN_SUBDIR)
     check_cache_dir(args)
 
     image_encoder, text_encoder = ImageEncoder(model, device), TextEncoder(model, device)
@@ -219,16 +226,19 @@ def main(argv: list[str] | None = None) -> None:
     epoch_terms: dict[int, dict[str, float]] = {}
 
     def train_epoch(epoch: int) -> float:
-        alpha = combiner.alpha().item()
-        if name != "cirr":
-            logger.info("epoch %d: alpha = 2·sigmoid(loss_weight) = %.4f", epoch, alpha)
-        means = EpochMeans(device)
-        step = partial(combiner_step, rng=caption_rng(args.seed, dist.rank, epoch), name=name, images=images,
-                       texts=texts, augmented=augmented, model=network, dist=dist, amp=amp, means=means,
-                       schedule=schedule)
+        start = {"alpha": combiner.alpha().item()}  # restored with a partial epoch, as the rng, means, schedule
+        means, rng = EpochMeans(device), caption_rng(args.seed, dist.rank, epoch)
+        step = partial(combiner_step, rng=rng, name=name, images=images, texts=texts, augmented=augmented,
+                       model=network, dist=dist, amp=amp, means=means, schedule=schedule)
         combiner.train()
-        loss = train_one_epoch(loader, step, optimizer, scaler, epoch, device, run.log.tracker, "combiner")
-        epoch_terms[epoch] = {**{f"loss_{key}": value for key, value in means.result().items()}, "alpha": alpha}
+        states = {"start": start, "captions": rng, "means": means,
+                  **({"schedule": schedule} if schedule is not None else {})}
+        loss = train_one_epoch(loader, step, optimizer, scaler, epoch, device, run.log.tracker, "combiner",
+                               saver=run.steps.epoch(**states))
+        if name != "cirr":
+            logger.info("epoch %d: alpha = 2·sigmoid(loss_weight) = %.4f at the epoch's start", epoch, start["alpha"])
+        epoch_terms[epoch] = {**{f"loss_{key}": value for key, value in means.result().items()},
+                              "alpha": start["alpha"]}
         return loss
 
     def validate(epoch: int) -> dict[str, float] | None:

@@ -19,8 +19,8 @@ from pathlib import Path
 
 from common.data.paths import resolve_dataset_root
 from common.data.shoes import prepare_shoes
+from common.io import check_writable_root
 from common.runtime import run_main
-from common.training.run import check_writable_root
 
 DEFAULT_GLOB = "womens/*/*/*.jpg"
 

@@ -65,6 +65,14 @@ class EpochMeans:
             self.sums[key] = self.sums.get(key, 0.0) + value.detach().double() * batch_size
         self.count += batch_size
 
+    def state_dict(self) -> dict:
+        """The sums so far (for a resume state written inside an epoch)."""
+        return {"sums": {key: torch.as_tensor(value).cpu() for key, value in self.sums.items()}, "count": self.count}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.sums = {key: value.to(self.device) for key, value in state["sums"].items()}
+        self.count = state["count"]
+
     def result(self) -> dict[str, float]:
         keys = list(self.sums)
         sums = [torch.as_tensor(self.sums[key], dtype=torch.float64, device=self.device) for key in keys]

@@ -22,6 +22,7 @@ from common.runtime import grad_scaler
 from common.training.experiment import UPSTREAM_TIMESTAMP, write_hyperparameters
 from common.training.loop import StepFn, train_loader, train_one_epoch
 from common.training.lr import cosine_lr_schedule
+from common.training.resume import preflight
 from common.training.run import TrainingRun
 from reranking_cir.args import DATASET_HELP, add_image_args, add_port_args, dataset_name
 from reranking_cir.validate import print_metrics
@@ -68,6 +69,7 @@ def open_run(args: argparse.Namespace, dist: DistInfo, stage: str, state: dict[s
     ``--run-name``) with ``<experiment-name>.json`` as the original names it; without a name the original wrote
     ``None.json``, here the same dict is only in ``training_hyperparameters.json``."""
     prefix = f"CIR_Reranking_{stage}_{SHORT_NAMES[args.dataset]}"
+    preflight(args, params, prefix=prefix)  # --resume auto becomes a run folder or None before the run is named
     if args.run_name is None and args.resume is None:
         args.run_name = f"{prefix}_{datetime.now().strftime(UPSTREAM_TIMESTAMP)}_{socket.gethostname()}"
     run = TrainingRun(args, dist, prefix, state, params, "candidate-reranking-cir",
@@ -106,9 +108,10 @@ def train_stage(args: argparse.Namespace, dist: DistInfo, run: TrainingRun, load
         cosine_lr_schedule(optimizer, epoch, args.blip_max_epoch, args.blip_learning_rate, 0.0)
         for module in modules:
             module.train()
-        return train_one_epoch(loader, partial(step, rng=caption_rng(args.seed, dist.rank, epoch)), optimizer,
-                               scaler, epoch, dist.device, run.log.tracker, desc,
-                               accumulation=args.grad_accumulation_step)
+        rng = caption_rng(args.seed, dist.rank, epoch)
+        return train_one_epoch(loader, partial(step, rng=rng), optimizer, scaler, epoch, dist.device,
+                               run.log.tracker, desc, accumulation=args.grad_accumulation_step,
+                               saver=run.steps.epoch(captions=rng))
 
     def validate_epoch(epoch: int) -> dict[str, float] | None:
         metrics = validate()

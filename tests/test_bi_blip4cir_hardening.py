@@ -20,7 +20,7 @@ from common.io import CheckpointError
 from common.synthetic.scenes import vocabulary
 from common.synthetic.writers import write_cirr
 from common.training.checkpoint import save_model
-from common.training.run import ResumeMismatch
+from common.training.resume import ResumeMismatch
 
 VIT = ViTConfig(patch_size=8, width=32, depth=1, heads=2)
 

@@ -13,7 +13,7 @@ import pytest
 import common.runtime as runtime
 from common.args import add_output_args
 from common.training.plots import draw_training_curves, series_style
-from common.training.run import IGNORED_FLAGS
+from common.training.resume import IGNORED_FLAGS
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -11,7 +11,8 @@ from torch import nn
 from common.args import add_comet_args, add_output_args
 from common.dist import DistInfo
 from common.io import CheckpointError, atomic_torch_save, atomic_write_json, atomic_write_text
-from common.training.run import ResumeMismatch, TrainingRun, preflight
+from common.training.resume import ResumeMismatch, preflight
+from common.training.run import TrainingRun
 
 CPU = DistInfo(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
 

@@ -34,7 +34,8 @@ from torch.utils.data import TensorDataset
 from common.args import add_comet_args, add_output_args, setup_runtime
 from common.runtime import grad_scaler, run_main
 from common.training.loop import train_loader, train_one_epoch
-from common.training.run import TrainingRun, preflight
+from common.training.resume import preflight
+from common.training.run import TrainingRun
 
 
 def main(argv):

@@ -18,7 +18,8 @@ from common.args import add_comet_args, add_output_args
 from common.dist import DistInfo
 from common.runtime import active_run
 from common.training.lock import LOCK_FILE, RunLocked, acquire_lock, read_lock, release_lock
-from common.training.run import TrainingRun, preflight, stale_files
+from common.training.resume import preflight, stale_files
+from common.training.run import TrainingRun
 
 CPU = DistInfo(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
 

@@ -77,14 +77,16 @@ def load_model(path: PathLike, model: nn.Module, key: str | None = None, strict:
     return payload
 
 
-def _rng_state() -> dict[str, Any]:
+def rng_state() -> dict[str, Any]:
+    """This process's random, numpy, torch (and CUDA) generator states."""
     state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
-def _set_rng_state(state: dict[str, Any]) -> None:
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Put back states from ``rng_state``."""
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
     torch.set_rng_state(state["torch"])
@@ -108,7 +110,7 @@ def save_resume_state(
         "modules": {name: unwrap(obj).state_dict() if isinstance(obj, nn.Module) else obj.state_dict()
                     for name, obj in modules.items()},
         "extra": extra or {},
-        "rng": _rng_state(),
+        "rng": rng_state(),
     }
     return atomic_torch_save(payload, Path(run_dir) / RESUME_FILE)
 
@@ -140,5 +142,5 @@ def load_resume_state(run_dir: PathLike, modules: dict[str, Any]) -> tuple[int, 
         raise CheckpointError(f"{path}: resume state lacks {missing}; it holds {sorted(payload['modules'])}")
     for name, obj in modules.items():
         (unwrap(obj) if isinstance(obj, nn.Module) else obj).load_state_dict(payload["modules"][name])
-    _set_rng_state(payload["rng"])
+    set_rng_state(payload["rng"])
     return payload["epoch"] + 1, payload["extra"]
