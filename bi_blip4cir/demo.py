@@ -95,7 +95,7 @@ def run(ctx: DemoContext) -> dict:
     # Tiny tensors gain nothing from intra-op threads, and on busy cores extra threads cost up to 10x.
     ctx = dataclasses.replace(ctx, env={"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), **ctx.env})
     out = ctx.paper_dir("bi_blip4cir")
-    ctx.clear(out / "models", out / "submission")  # a second demo run must not read the first one's checkpoints
+    ctx.clear(out / "models", out / "submission", out / "report")  # a second run must not read the first one's files
     baseline, metrics, outputs, commands, trained = {}, {}, {}, {}, {}
     for key in DATASETS:
         untrained = validate(ctx, out, key, "baseline", ["--combining-function", "sum"])
@@ -104,8 +104,10 @@ def run(ctx: DemoContext) -> dict:
         stage1 = ["--blip-model-path", str(text_encoder)]
         trained[key] = [*stage1, "--combiner-path", str(combiner), *combiner_args(ctx)]
         metrics.update(validate(ctx, out, key, "stage1", ["--combining-function", "sum", *stage1]))
-        metrics.update(validate(ctx, out, key, "stage2", ["--combining-function", "combiner", *trained[key]],
+        report = ["--report", str(out / "report" / key), "--report-queries", "12"]
+        metrics.update(validate(ctx, out, key, "stage2", ["--combining-function", "combiner", *trained[key], *report],
                                 suffix=" (combiner)"))
+        outputs[f"{key} retrieval report (stage II)"] = str(out / "report" / key / "index.html")
         outputs.update({f"{key} text encoder (stage I)": str(text_encoder), f"{key} combiner (stage II)": str(combiner),
                         f"{key} training curves (stage I)": str(text_encoder.parent.parent / "training_curves.png")})
 

@@ -21,8 +21,9 @@ from common.cir.args import SHORT_NAMES, add_metrics_json
 from common.cir.data import dataset_root
 from common.cir.evaluation import composed_metrics_path, validate_composed
 from common.dist import cleanup
+from common.io import check_writable_root
+from common.report.args import add_report_args, cir_report_hook, report_options
 from common.runtime import run_main
-from common.training.run import check_writable_root
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_evaluation_args(parser)
     add_port_args(parser, num_workers=8)
     add_metrics_json(parser, "next to the evaluated checkpoint, <checkpoint>_val_<fiq|cirr>_<combining-function>.json")
+    add_report_args(parser)
     return parser
 
 
@@ -40,10 +42,11 @@ def main(argv: list[str] | None = None) -> dict[str, float] | None:
     check_checkpoint_flags(args)
     path = composed_metrics_path(args, (args.blip_model_path, args.blip_pretrained_path), SHORT_NAMES[args.dataset])
     check_writable_root(path.parent, "--metrics-json")
+    root = dataset_root(args.dataset, args.data_root)
+    report = cir_report_hook(report_options(args), f"Bi-BLIP4CIR validation, {args.dataset} val", args.dataset, root)
     image_encoder, text_encoder, combine = load_evaluation_models(args, dist.device)
-    query_sets = build_query_sets(args.dataset, "val", dataset_root(args.dataset, args.data_root), image_encoder,
-                                  dist.device, args)
-    metrics = validate_composed(args.dataset, query_sets, text_encoder, combine, path, dist.is_main)
+    query_sets = build_query_sets(args.dataset, "val", root, image_encoder, dist.device, args)
+    metrics = validate_composed(args.dataset, query_sets, text_encoder, combine, path, dist.is_main, report)
     cleanup()
     return metrics
 

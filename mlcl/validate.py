@@ -19,9 +19,10 @@ from common.args import setup_runtime
 from common.cir.args import add_metrics_json
 from common.cir.evaluation import composed_metrics_path, validate_composed
 from common.dist import cleanup
+from common.io import check_writable_root
+from common.report.args import add_report_args, cir_report_hook, report_options
 from common.runtime import run_main
-from common.training.run import check_writable_root
-from mlcl.args import add_evaluation_args, add_port_args, check_cache_dir, dataset_name
+from mlcl.args import add_evaluation_args, add_port_args, check_cache_dir, data_root, dataset_name
 from mlcl.data import query_sets
 from mlcl.models import ImageEncoder, TextEncoder, evaluation_models
 
@@ -36,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_port_args(parser)
     add_metrics_json(parser, "next to the evaluated checkpoint, "
                              "<checkpoint>_val_<fiq|shoes|cirr>_<combining-function>.json")
+    add_report_args(parser)
     return parser
 
 
@@ -45,10 +47,13 @@ def main(argv: list[str] | None = None) -> dict[str, float] | None:
     path = composed_metrics_path(args, (args.clip_model_path, args.clip_model_name), SHORT_NAMES[args.dataset])
     check_writable_root(path.parent, "--metrics-json")
     check_cache_dir(args)
+    report = cir_report_hook(report_options(args), f"MLCL validation, {args.dataset} val", args.dataset,
+                             data_root(args, args.dataset))
     model, info, combine = evaluation_models(args, dist.device)
     sets = query_sets(args, args.dataset, "val", ImageEncoder(model, dist.device), dist.device,
                       info["input_resolution"], args.clip_model_path)
-    metrics = validate_composed(args.dataset, sets, TextEncoder(model, dist.device), combine, path, dist.is_main)
+    metrics = validate_composed(args.dataset, sets, TextEncoder(model, dist.device), combine, path, dist.is_main,
+                                report)
     cleanup()
     return metrics
 

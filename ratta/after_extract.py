@@ -15,13 +15,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common.io import atomic_write_json, read_json
+from common.errors import InputError
+from common.io import atomic_write_json, check_writable_root, read_json
+from common.paper_numbers import note_metrics
+from common.report.args import ReportOptions, add_report_args, report_options
+from common.run_record import note_args, note_dataset
 from common.runtime import progress, run_main, seed_everything
-from common.training.run import check_writable_root
 from ratta.classnames import check_classnames, original_classnames
 from ratta.cli import add_dataset_arg, add_model_args, choose_device, load_model, script_parser
 from ratta.core import RattaConfig, adapt_batch
-from ratta.data import get_spec
+from ratta.data import get_spec, read_test_set
 from ratta.embeddings import embedding_path, load_embeddings
 from ratta.loop import adapt_sample, class_blocks
 from ratta.pre_extract import classnames_path
@@ -82,6 +85,14 @@ def build_parser(imagenet: bool) -> argparse.ArgumentParser:
     group.add_argument("--nprobe", type=int, default=32, help="IVF lists searched with --search_backend ivf "
                                                               "(default 32)")
     group.add_argument("--results_json", default=None, help="also write accuracies and predictions here")
+    add_report_args(parser, select_note=" (by the rank of the true class after adaptation)")
+    parser.add_argument("--report_root", default=None, metavar="ROOT",
+                        help="the dataset root given to ratta_pre_extract.py (--root), to show the test images in "
+                             "--report (default: images named, not shown)")
+    parser.add_argument("--report_db_images", default=None, metavar="DIR",
+                        help="the --image_root given to ratta_build_db.py: the DB file's image paths are relative "
+                             "to it, and --report shows the retrieved DB images (default: only DB files whose paths "
+                             "are absolute show them)")
     return parser
 
 
@@ -162,8 +173,10 @@ def run(args: argparse.Namespace, imagenet: bool) -> dict:
     spec = get_spec(args.dataset, imagenet=imagenet)
     log_file = Path(args.output_dir) / args.net_name.replace("/", "_") / f"{args.dataset}_log.txt"
     check_outputs(args, log_file)
+    report = report_options(args)
     device = choose_device(args)
     seed_everything(args.seed)
+    note_args(args, device)
     log = get_logger(log_file)
     log.info(f"Seed: {args.seed}")
     log.info(f"Augmentation size: {args.augmentation_size}")
@@ -206,7 +219,8 @@ def run(args: argparse.Namespace, imagenet: bool) -> dict:
 
     start = time.perf_counter()
     with torch.no_grad():
-        p_t, p, num_sets = adapt_all(args, x, views, banks, index, db, scale.to(device), cfg)
+        retrieved = [] if report is not None else None
+        p_t, p, num_sets = adapt_all(args, x, views, banks, index, db, scale.to(device), cfg, retrieved)
     seconds = time.perf_counter() - start
 
     meters = {name: AverageMeter() for name in ("cupl1", "cupl5", "ratta1", "ratta5")}
@@ -230,7 +244,51 @@ def run(args: argparse.Namespace, imagenet: bool) -> dict:
                                "ratta": p.argmax(1).tolist()}}
     if args.results_json:
         atomic_write_json(results, args.results_json, indent=2)
+    note_dataset(args.dataset, "test", images=len(labels))
+    note_metrics(args.dataset, "test", results, args.results_json or log_file)
+    if report is not None:
+        subsampled = args.dataset in SHARED_IMAGENET_DB and args.db_subsample < 1
+        paths = None if subsampled else db_paths(record, args.report_db_images)
+        write_report(report, args, labels, p_t, p, classnames, retrieved, paths)
     return results
+
+
+def db_paths(record: dict, image_root: str | None) -> list[Path] | None:
+    """The image file of every DB row when the DB file lists their paths (ratta_build_db.py writes them, relative
+    to its --image_root, which ``image_root`` gives back)."""
+    paths = record.get("paths")
+    if paths is None and record["source"].endswith(".npz"):
+        with np.load(record["source"], allow_pickle=False) as data:
+            paths = data["paths"] if "paths" in data else None
+    if paths is None:
+        return None
+    return [Path(image_root or "", str(path)) for path in paths]
+
+
+def ordered_test_images(args: argparse.Namespace, labels: torch.Tensor) -> list[Path]:
+    """The test images in the embeddings' order: ratta_pre_extract.py's seeded permutation of the test set under
+    ``--report_root``, checked against the embeddings' labels."""
+    items, _ = read_test_set(args.dataset, args.report_root)
+    order = torch.randperm(len(items), generator=torch.Generator().manual_seed(args.seed)).tolist()
+    paths = [Path(items[i][0]) for i in order]
+    if len(paths) != len(labels) or any(items[i][1] != int(y) for i, y in zip(order, labels)):
+        raise InputError(f"--report_root {args.report_root}: its {args.dataset} test set ({len(items)} images, "
+                         f"visited with --seed {args.seed}) does not match the {len(labels)} test embeddings; pass "
+                         f"the --root and --seed given to ratta_pre_extract.py")
+    return paths
+
+
+def write_report(options: ReportOptions, args: argparse.Namespace, labels: torch.Tensor, p_t: torch.Tensor,
+                 p: torch.Tensor, classnames: list[str], retrieved: list[tuple], paths: list[Path] | None) -> None:
+    """``--report``: zero-shot vs RA-TTA top-5 per test image, with the DB images it retrieved."""
+    from common.report.classify import Retrieved, write_classification_report
+
+    images = ordered_test_images(args, labels) if args.report_root else None
+    notes = [f"DB {args.database}, {args.net_name}, --impl {args.impl}"]
+    if paths is None:
+        notes.append("retrieved DB images not shown: the DB file lists no paths (or the ImageNet DB was subsampled)")
+    write_classification_report(options, f"RA-TTA on {args.dataset}", labels, p_t, p, classnames, images,
+                                [Retrieved(*found) for found in retrieved], paths, notes)
 
 
 def log_accuracies(log: logging.Logger, meters: dict[str, AverageMeter]) -> None:
@@ -238,8 +296,10 @@ def log_accuracies(log: logging.Logger, meters: dict[str, AverageMeter]) -> None
     log.info(f"RA-TTA - Top-1 acc: {meters['ratta1'].avg} \t Top-5 acc: {meters['ratta5'].avg}")
 
 
-def adapt_all(args, x, views, banks, index, db, scale, cfg) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(p_t [N, C], p [N, C], number of sets [N]) on the CPU, by --impl."""
+def adapt_all(args, x, views, banks, index, db, scale, cfg,
+              retrieved: list | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(p_t [N, C], p [N, C], number of sets [N]) on the CPU, by --impl; ``retrieved`` (a list) receives per sample
+    (set classes, retrieved DB rows per set, set weights)."""
     p_t, p, num_sets = [], [], []
     if args.impl == "loop":
         blocks = class_blocks(banks.name.cpu())
@@ -248,6 +308,8 @@ def adapt_all(args, x, views, banks, index, db, scale, cfg) -> tuple[torch.Tenso
             p_t.append(out["p_t"][None].cpu())
             p.append(out["p"][None].cpu())
             num_sets.append(out["S"])
+            if retrieved is not None:
+                retrieved.append(sample_retrievals(out))
         return torch.cat(p_t), torch.cat(p), torch.tensor(num_sets)
     batch_size = args.batch_size or 64
     for start in progress(range(0, len(x), batch_size), desc="RA-TTA (batched)"):
@@ -256,8 +318,25 @@ def adapt_all(args, x, views, banks, index, db, scale, cfg) -> tuple[torch.Tenso
         p_t.append(out.p_t.cpu())
         p.append(out.p.cpu())
         num_sets.append(out.num_sets.cpu())
+        if retrieved is not None:
+            retrieved += batch_retrievals(out)
     return torch.cat(p_t), torch.cat(p), torch.cat(num_sets)
+
+
+def sample_retrievals(out: dict) -> tuple[list[int], list[list[int]], list[float]]:
+    """(set classes, retrieved rows per set, set weights) of one ``adapt_sample`` output (empty without sets)."""
+    if not out["S"]:
+        return [], [], []
+    return out["set_classes"].tolist(), out["retrieved_ids"].tolist(), out["rho"].tolist()
+
+
+def batch_retrievals(out) -> list[tuple[list[int], list[list[int]], list[float]]]:
+    """``sample_retrievals`` of every sample of an ``adapt_batch`` output (padding sets dropped)."""
+    valid = out.valid.cpu()
+    return [(out.set_classes[b].cpu()[valid[b]].tolist(), out.retrieved_ids[b].cpu()[valid[b]].tolist(),
+             out.rho[b].cpu()[valid[b]].tolist()) for b in range(len(valid))]
 
 
 def main(imagenet: bool, argv: list[str] | None = None) -> None:
     run_main(lambda args: run(build_parser(imagenet).parse_args(args), imagenet), argv)
+

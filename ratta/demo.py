@@ -48,7 +48,7 @@ def run(ctx: DemoContext) -> dict:
     ctx = dataclasses.replace(ctx, env={"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), **ctx.env})
     out = ctx.paper_dir("ratta")
     paths = prepare(out)
-    ctx.clear(*(out / name for name in ("db_embedding", "test_embedding", "log_batched", "log_loop")))
+    ctx.clear(*(out / name for name in ("db_embedding", "test_embedding", "log_batched", "log_loop", "report")))
     steps = {"prepare data and tiny CLIP": time.perf_counter() - start}
     model = ["--net_name", NET, "--weights", str(paths["clip"]), "--device", "cpu"]
     logs = out / "logs"
@@ -64,6 +64,9 @@ def run(ctx: DemoContext) -> dict:
                  str(out / "test_embedding"), "--dataset", "dtd", "--seed", "0",
                  "--output_dir", str(out / f"log_{impl}"), "--descriptions_dir", str(paths["descriptions"]),
                  "--impl", impl, "--results_json", str(out / f"results_{impl}.json"), *model]
+        if impl == "batched":
+            after += ["--report", str(out / "report"), "--report-queries", "12", "--report_root", str(paths["data"]),
+                      "--report_db_images", str(paths["web"])]
         commands[impl] = after
         steps[f"ratta_after_extract.py --impl {impl}"] = run_script(
             ctx, after, cwd=REPO, log=logs / f"after_extract_{impl}.log").seconds
@@ -81,6 +84,7 @@ def run(ctx: DemoContext) -> dict:
                     "DB": str(out / "db_embedding" / "LAION2B_dtd_aux_test_tiny.npz"),
                     "log": str(out / "log_batched" / "test_tiny" / "dtd_log.txt"),
                     "results JSON": str(out / "results_batched.json"),
+                    "retrieval report": str(out / "report" / "index.html"),
                     "loop vs batched": f"identical predictions, {loop['samples_per_second']:.0f} vs "
                                        f"{batched['samples_per_second']:.0f} samples/s"},
         "seconds": time.perf_counter() - start,

@@ -16,9 +16,9 @@ from pathlib import Path
 from common.args import setup_runtime
 from common.cirr_submission import add_submission_args, submission_folder, write_checked_submission
 from common.dist import cleanup
+from common.io import check_writable_root
 from common.metrics.cir import cirr_rankings
 from common.runtime import run_main
-from common.training.run import check_writable_root
 from reranking_cir.args import add_image_args, add_port_args, add_stage_path_args
 from reranking_cir.data import build_query_sets
 from reranking_cir.models import build_models, resolve_stage_path

@@ -109,8 +109,10 @@ def pipeline(ctx: DemoContext, out: Path, key: str, args: list[str]) -> dict:
     script(ctx, out, "validate_stage2", [
         "--dataset", dataset, *args, "--stage1-path", str(stage1_run), "--stage2-path", str(runs / f"stage2_{key}"),
         "--top-k-path", topk, "--k", str(K_RERANK), "--save-labels", labels,
-        "--metrics-json", str(out / f"stage2_{key}.json")], f"validate_stage2_{key}")
+        "--metrics-json", str(out / f"stage2_{key}.json"), "--report", str(out / "report" / key),
+        "--report-queries", "12"], f"validate_stage2_{key}")
     outputs = {f"{key} top-{K_SAVED} file(s)": topk, f"{key} re-ordered labels": labels,
+               f"{key} re-ranking report (stage 1 vs stage 2)": str(out / "report" / key / "index.html"),
                f"{key} stage-2 checkpoint": str(runs / f"stage2_{key}" / "saved_models" / BEST[key])}
     if key == "fiq":
         script(ctx, out, "plot_ranking_delta", ["--dataset", dataset, "--stage1-topk", topk, "--stage2-labels",
@@ -145,7 +147,7 @@ def run(ctx: DemoContext) -> dict:
     start = time.perf_counter()
     ctx = dataclasses.replace(ctx, env={"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), **ctx.env})
     out = ctx.paper_dir("reranking_cir")
-    for folder in ("models", "submission", "figures"):  # run folders of an earlier demo would get a _1 suffix
+    for folder in ("models", "submission", "figures", "report"):  # earlier run folders would get a _1 suffix
         shutil.rmtree(out / folder, ignore_errors=True)
     args = model_args(ctx, out)
     with ThreadPoolExecutor(max_workers=len(DATASETS)) as pool:

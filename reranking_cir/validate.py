@@ -14,11 +14,13 @@ from pathlib import Path
 
 from common.args import setup_runtime
 from common.cir.args import SHORT_NAMES, add_metrics_json
+from common.cir.data import dataset_root
 from common.cir.evaluation import metrics_json_path
 from common.dist import cleanup
-from common.io import atomic_write_json
+from common.io import atomic_write_json, check_writable_root
+from common.report.args import add_report_args, cir_report_hook, report_options
+from common.run_record import note_output
 from common.runtime import run_main
-from common.training.run import check_writable_root
 from reranking_cir.args import DATASET_HELP, add_image_args, add_port_args, dataset_name
 from reranking_cir.data import build_query_sets
 from reranking_cir.models import build_models, resolve_stage_path
@@ -43,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "required without --stage1-path)")
     add_metrics_json(parser, "next to the stage-1 checkpoint, or the pre-trained BLIP file, "
                              "<checkpoint>_stage1_<fiq|cirr>_<split>.json")
+    add_report_args(parser)
     return parser
 
 
@@ -66,6 +69,8 @@ def main(argv: list[str] | None = None) -> dict[str, float] | None:
         folder = Path(args.topk_dir) if args.topk_dir else stage1_run_dir(stage1_path)
         check_writable_root(folder, "--topk-dir" if args.topk_dir else "--save-topk (the stage-1 run folder; "
                                                                        "--topk-dir picks another)")
+    report = cir_report_hook(report_options(args), f"Re-ranking stage 1, {args.dataset} {split}", args.dataset,
+                             dataset_root(args.dataset, args.data_root), split)
     models = build_models(args, dist.device, stage1_path)
     query_sets = build_query_sets(args, args.dataset, split, models.stage1.visual_encoder, dist.device)
     scores = [stage1_scores(models, query_set, args) for query_set in query_sets]
@@ -75,6 +80,9 @@ def main(argv: list[str] | None = None) -> dict[str, float] | None:
         print_metrics(metrics)
         atomic_write_json(metrics, path, indent=2)
         print(f"metrics written to {path}")
+        note_output(path.parent)
+        if report is not None:
+            report(query_sets, scores)
         if args.save_topk:
             for query_set, set_scores in zip(query_sets, scores):
                 print_wide_recalls(query_set, set_scores)

@@ -18,16 +18,18 @@ from pathlib import Path
 
 from common.args import setup_runtime
 from common.cir.args import SHORT_NAMES, add_metrics_json
+from common.cir.data import dataset_root
 from common.cir.evaluation import metrics_json_path
 from common.dist import cleanup
-from common.io import atomic_torch_save, atomic_write_json
+from common.io import atomic_torch_save, atomic_write_json, check_writable_root
+from common.paper_numbers import note_metrics
+from common.report.args import ReportOptions, add_report_args, report_options
 from common.runtime import run_main
-from common.training.run import check_writable_root
 from reranking_cir.args import DATASET_HELP, add_rerank_args, dataset_name
 from reranking_cir.data import build_query_sets, gallery_tokens_for_stage2
 from reranking_cir.models import build_models, resolve_stage_path
 from reranking_cir.paths import DTYPE
-from reranking_cir.stage2_reranking import load_set_topk, rerank, stage2_metrics
+from reranking_cir.stage2_reranking import Reranked, load_set_topk, rerank, stage2_metrics
 from reranking_cir.validate import print_metrics
 
 
@@ -40,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="write the re-ordered top-K labels (bool [N, K]) to PATH (FashionIQ: DTYPE in PATH is "
                              "replaced by the category, else _<category> is added before the suffix)")
     add_metrics_json(parser, "next to the stage-2 checkpoint, <checkpoint>_stage2_<fiq|cirr>_k<K>.json")
+    add_report_args(parser, select_note="; unused here: the queries whose target moved most are shown")
     return parser
 
 
@@ -53,6 +56,15 @@ def labels_path(path: str, dress_type: str | None) -> Path:
     return file.with_name(f"{file.stem}_{dress_type}{file.suffix}")
 
 
+def write_report(options: ReportOptions, args: argparse.Namespace, results: list[Reranked]) -> None:
+    """``--report``: stage-1 and re-ranked top-k of the queries whose target moved most."""
+    from common.report.rerank import write_rerank_report
+
+    write_rerank_report(options, f"Re-ranking stage 2 (K = {args.k}), {args.dataset} val", args.dataset,
+                        dataset_root(args.dataset, args.data_root), "val", [r.query_set for r in results],
+                        [r.topk.sorted_index_names for r in results], [r.scores for r in results])
+
+
 def main(argv: list[str] | None = None) -> dict[str, float] | None:
     args = build_parser().parse_args(argv)
     dist = setup_runtime(args)
@@ -61,6 +73,7 @@ def main(argv: list[str] | None = None) -> dict[str, float] | None:
     check_writable_root(path.parent, "--metrics-json")
     if args.save_labels:
         check_writable_root(Path(args.save_labels).parent, "--save-labels")
+    report = report_options(args)
     models = build_models(args, dist.device, resolve_stage_path(args.stage1_path, args.dataset, args), stage2=True,
                           stage2_path=stage2_path)
     query_sets = build_query_sets(args, args.dataset, "val", models.stage1.visual_encoder, dist.device)
@@ -75,6 +88,9 @@ def main(argv: list[str] | None = None) -> dict[str, float] | None:
         print_metrics(metrics)
         atomic_write_json(metrics, path, indent=2)
         print(f"metrics written to {path}")
+        note_metrics(args.dataset, "val", metrics, path)
+        if report is not None:
+            write_report(report, args, results)
         if args.save_labels:
             for result in results:
                 dress_type = None if args.dataset == "cirr" else result.query_set.name

@@ -56,7 +56,8 @@ def run(ctx: DemoContext) -> dict[str, Any]:
                    "--tokenizer", str(ctx.weights / "tokenizer")]
     start = time.perf_counter()
     command = ["tcr/main.py", "--retrieval", "i2t", "--config", str(config), "--method", "tcr",
-               "--output_dir", str(out / "tcr"), *model_flags]
+               "--output_dir", str(out / "tcr"), *model_flags, "--report", str(out / "report"),
+               "--report-queries", "12"]
     run_script(ctx, command, cwd=REPO, log=out / "tcr.log")
     for name, run_config in (("no_adaptation", config), ("clean", clean_config)):
         baseline = ["tcr/main.py", "--retrieval", "None", "--config", str(run_config),
@@ -72,6 +73,7 @@ def run(ctx: DemoContext) -> dict[str, Any]:
         "outputs": {"result": str(out / "tcr" / "result.json"),
                     "baseline_result": str(out / "no_adaptation" / "result.json"),
                     "clean_result": str(out / "clean" / "result.json"),
-                    "config": str(config), "log": str(out / "tcr.log")},
+                    "config": str(config), "log": str(out / "tcr.log"),
+                    "retrieval report": str(out / "report" / "index.html")},
         "seconds": time.perf_counter() - start,
     }

@@ -24,8 +24,10 @@ from typing import Any
 import torch
 
 from common.args import HelpFormatter
-from common.dist import cleanup, get_world_size, init_distributed
+from common.dist import cleanup, get_world_size, init_distributed, is_main_process
 from common.io import atomic_write_json
+from common.report.args import ReportOptions, add_report_args, report_options
+from common.run_record import note_args, note_dataset, note_output
 from common.runtime import run_main, seed_everything
 from common.tta import train_only
 from tcr.adapter import GRAD_SYNC_MODES
@@ -84,6 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="allow fetching official weights")
     ours.add_argument("--trust_checkpoints", "--trust-checkpoints", action="store_true",
                       help="allow checkpoints that need weights_only=False")
+    add_report_args(parser, select_note=" (by the rank after adaptation); with --report the source model also "
+                                        "encodes the queries once before adapting, for the 'before' row")
     return parser
 
 
@@ -95,6 +99,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.retrieval = None if args.retrieval in (None, *NO_ADAPTATION) else check_direction(args.retrieval)
     except ValueError as error:
         parser.error(str(error))
+    if args.report is not None and args.retrieval is None:
+        parser.error("--report shows the queries before and after adaptation: give --retrieval i2t or t2i")
     return args
 
 
@@ -116,6 +122,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     info = init_distributed(requested)
     log = print if info.is_main else (lambda *a, **k: None)
     out = Path(args.output_dir)
+    report = report_options(args)
+    note_args(args, info.device, info.world_size)
+    note_output(out)
     if info.is_main:
         dump_config(config, out / "config.yaml")
     if info.distributed:
@@ -138,6 +147,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             log(f"unexpected keys (not loaded): {backbone.unexpected_keys}")
     log("Creating retrieval dataset")
     images, texts = build_tcr_datasets(config, backbone.transform)
+    note_dataset(config["dataset"], "test", images=len(images), texts=len(texts))
 
     log("Start training")
     start = time.time()
@@ -145,7 +155,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         result, stats = plain_evaluation(backbone, images, texts, config, info.device, args.num_workers, log)
         log("Test Result:", result)
     else:
-        result, stats = adapt_and_evaluate(args, backbone, images, texts, config, info.device, temperature, log)
+        result, stats = adapt_and_evaluate(args, backbone, images, texts, config, info.device, temperature, log,
+                                           report)
         prefix = DIRECTION_PREFIX[args.retrieval]
         log("Test Result:", {key: value for key, value in result.items() if key.startswith(prefix)})
 
@@ -178,8 +189,10 @@ def plain_evaluation(backbone, images, texts, config, device, num_workers, log) 
     return evaluate(None, scores, images.img2txt, images.txt2img), stats
 
 
-def adapt_and_evaluate(args, backbone, images, texts, config, device, temperature, log) -> tuple[dict, dict]:
-    """Freeze all but the query-side LayerNorms, encode the gallery once, adapt on the query stream, evaluate."""
+def adapt_and_evaluate(args, backbone, images, texts, config, device, temperature, log,
+                       report: ReportOptions | None = None) -> tuple[dict, dict]:
+    """Freeze all but the query-side LayerNorms, encode the gallery once, adapt on the query stream, evaluate;
+    with ``report``, also score the queries with the source model first and write the before/after report."""
     log("only_visual" if args.retrieval == "i2t" else "only_text")
     params, _ = backbone.query_norm_params(args.retrieval)
     train_only(backbone, params)
@@ -194,6 +207,12 @@ def adapt_and_evaluate(args, backbone, images, texts, config, device, temperatur
         queries, gallery_set, gallery_kind = texts, images, "image"
     gallery_batch = config["batch_size_text" if gallery_kind == "text" else "batch_size_image"]
     gallery = encode_all(backbone, gallery_set, gallery_kind, device, gallery_batch, args.num_workers)
+    before = None
+    if report is not None:
+        query_kind = "image" if args.retrieval == "i2t" else "text"
+        query_batch = config["batch_size_image" if query_kind == "image" else "batch_size_text"]
+        query_features = encode_all(backbone, queries, query_kind, device, query_batch, args.num_workers)
+        before = (query_features.float() @ gallery.float().t()).cpu()
 
     options: dict[str, Any] = {}
     if args.method == "tcr":
@@ -209,7 +228,20 @@ def adapt_and_evaluate(args, backbone, images, texts, config, device, temperatur
     stats = adapter.averages()
     log("Averaged stats:", "  ".join(f"{name}: {value:.4f}" for name, value in stats.items()))
     log(f"Test time adaptation time {duration(time.time() - start)}")
+    if report is not None and is_main_process():
+        write_report(report, args, config, before, scores, images, texts)
     return evaluate(args.retrieval, scores, images.img2txt, images.txt2img), stats
+
+
+def write_report(options: ReportOptions, args: argparse.Namespace, config: dict[str, Any], before: torch.Tensor,
+                 after: torch.Tensor, images, texts) -> None:
+    """``--report``: the queries before (source model) and after adaptation."""
+    from common.report.retrieval import write_retrieval_report
+
+    title = f"TCR ({args.method}), {args.retrieval} on {Path(str(args.config)).stem}"
+    paths = [images.image_root / name for name in images.ann.images]
+    write_retrieval_report(options, title, args.retrieval, before, after, paths, texts.ann.texts, images.img2txt,
+                           images.txt2img, notes=[f"dataset {config['dataset']}, backbone {config['backbone']}"])
 
 
 def result_json(record: dict[str, Any], stats: dict[str, float], args: argparse.Namespace,

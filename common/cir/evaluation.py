@@ -20,10 +20,13 @@ from common.cir.frozen import encode_texts
 from common.data.cir import fiq_val_caption
 from common.io import PathLike, atomic_write_json, is_url
 from common.metrics.cir import cirr_recalls, fiq_recalls, fiq_summary, index_of, shoes_recalls
+from common.paper_numbers import note_metrics
+from common.run_record import note_dataset
 
 Combine = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 GalleryEncoder = Callable[[Sequence[str]], tuple[torch.Tensor, list[str]]]
 QueryDataset = Callable[[Sequence[str]], Dataset]
+ReportHook = Callable[[Sequence["QuerySet"], list[torch.Tensor]], object]
 
 __all__ = ["QuerySet", "build_query_sets", "composed_metrics_path", "dataset_items", "evaluate", "evaluate_composed",
            "metrics_json_path", "print_metrics", "query_scores", "query_set_from_items", "set_metrics",
@@ -89,6 +92,7 @@ def build_query_sets(name: str, split: str, encode_gallery: GalleryEncoder, quer
         gallery, names = encode_gallery(dress_types)
         items = items_of(queries(dress_types))
         set_name = dress_types[0] if dress_types else name
+        note_dataset(set_name, split, queries=len(items), gallery=len(names))
         query_sets.append(query_set_from_items(set_name, items, gallery, names, test=split.startswith("test")))
     return query_sets
 
@@ -167,14 +171,20 @@ def write_metrics(dataset: str, metrics: dict[str, float], path: Path) -> None:
     print_metrics(dataset, metrics)
     atomic_write_json(metrics, path, indent=2)
     print(f"metrics written to {path}")
+    note_metrics(dataset, "val", metrics, path)
 
 
 def validate_composed(dataset: str, query_sets: Sequence[QuerySet], text_encoder: Callable[[list[str]], torch.Tensor],
-                      combine: Combine, path: Path, is_main: bool) -> dict[str, float] | None:
+                      combine: Combine, path: Path, is_main: bool,
+                      report: ReportHook | None = None) -> dict[str, float] | None:
     """The ending of the validate scripts: on the main process, the metrics of ``query_sets`` with their captions
-    encoded by ``text_encoder``, printed and written to ``path``; ``None`` on the other processes."""
+    encoded by ``text_encoder``, printed and written to ``path``, then ``report(query_sets, scores)`` when given
+    (``--report``, from the same scores); ``None`` on the other processes."""
     if not is_main:
         return None
-    metrics = evaluate_composed(query_sets, [encode_texts(text_encoder, s.captions) for s in query_sets], combine)
+    scores = [query_scores(s, encode_texts(text_encoder, s.captions), combine) for s in query_sets]
+    metrics = evaluate(query_sets, scores)
     write_metrics(dataset, metrics, path)
+    if report is not None:
+        report(query_sets, scores)
     return metrics
