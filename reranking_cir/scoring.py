@@ -3,8 +3,9 @@
 Reference path (``kv_reuse=False``, ``src/validate_stage2.py``): one forward per query over its K candidates,
 recomputing every candidate's cross-attention keys/values for every pair. Ours (``kv_reuse=True``): the pairs of
 all queries are grouped by candidate image; per chunk of images the keys/values of every layer are computed once,
-and the pairs of one image attend to them in one call (their queries stacked), in large pair batches. Both give
-the same scores up to float rounding.
+and the pairs of one image attend to them in one call (their queries stacked), in large pair batches sorted by caption
+length (``length_batches``), so a batch pads to about its own captions' length rather than the longest of all. Both
+give the same scores up to float rounding.
 """
 from __future__ import annotations
 
@@ -75,15 +76,29 @@ def _pad(rows: Sequence[torch.Tensor], device: torch.device) -> tuple[torch.Tens
     return out.to(device), mask.to(device)
 
 
+def length_batches(lengths: torch.Tensor, images: torch.Tensor, pair_batch: int,
+                   by_length: bool = True) -> list[torch.Tensor]:
+    """Positions ``0..P-1`` of P pairs split into batches of at most ``pair_batch``, each ordered by image (so the
+    pairs of one image share one attention call).
+
+    ``by_length``: the pairs are first sorted by caption length ``lengths`` (ties by image ``images``), so each
+    batch holds captions of near length and pads little; otherwise they are taken image-major.
+    """
+    key = lengths * (int(images.max()) + 1) + images if by_length else images
+    order = torch.sort(key, stable=True).indices
+    return [batch[torch.sort(images[batch], stable=True).indices] for batch in order.split(pair_batch)]
+
+
 @torch.no_grad()
 def stage2_scores(stage2: CirStage2, queries: Queries, candidates: torch.Tensor,
                   candidate_tokens: Callable[[torch.Tensor], torch.Tensor], *, kv_reuse: bool = True,
-                  pair_batch: int = 256, image_chunk: int = 32, dtype: str = "fp32",
+                  pair_batch: int = 256, image_chunk: int = 32, by_length: bool = True, dtype: str = "fp32",
                   desc: str = "stage-2 re-ranking") -> torch.Tensor:
     """Stage-2 scores ``[Q, C]`` of query i with gallery row ``candidates[i, j]`` (logit 0 of ``cls_head``), fp32.
 
     ``candidate_tokens(rows)`` returns the ViT tokens of gallery rows. A (query, image) pair that occurs twice in
-    a row is scored once.
+    a row is scored once. ``by_length`` (K/V reuse only): pair batches are formed by caption length
+    (``length_batches``); the scores are the same up to float rounding.
     """
     device = next(stage2.parameters()).device
     scores = torch.empty(candidates.shape, dtype=torch.float32)
@@ -103,6 +118,7 @@ def stage2_scores(stage2: CirStage2, queries: Queries, candidates: torch.Tensor,
                              candidates.flatten()], 1)
         unique_pairs, inverse = torch.unique(pairs, dim=0, return_inverse=True)
         images = unique_pairs[:, 1].unique()
+        caption_lengths = torch.tensor([len(ids) for ids in queries.input_ids])
         unique_scores = torch.empty(len(unique_pairs))
         for start in progress(range(0, len(images), image_chunk), desc=desc):
             chunk = images[start:start + image_chunk]
@@ -110,8 +126,9 @@ def stage2_scores(stage2: CirStage2, queries: Queries, candidates: torch.Tensor,
             local = torch.full((int(images.max()) + 1,), -1, dtype=torch.long)
             local[chunk] = torch.arange(len(chunk))
             selected = (local[unique_pairs[:, 1]] >= 0).nonzero().flatten()
-            selected = selected[torch.sort(local[unique_pairs[selected, 1]], stable=True).indices]  # image-major
-            for batch in selected.split(pair_batch):
+            for positions in length_batches(caption_lengths[unique_pairs[selected, 0]],
+                                            local[unique_pairs[selected, 1]], pair_batch, by_length):
+                batch = selected[positions]
                 query_rows = unique_pairs[batch, 0].tolist()
                 ids, mask = _pad([queries.input_ids[q] for q in query_rows], device)
                 z_t, _ = _pad([queries.z_t[q] for q in query_rows], device)
