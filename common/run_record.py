@@ -244,15 +244,32 @@ def note_output(folder: PathLike) -> None:
         _record.outputs.append(folder)
 
 
+def earlier_runs(path: Path) -> list[dict[str, Any]]:
+    """The records kept in ``path`` (an earlier ``run_info.json``): its run and the runs it kept, oldest first; none
+    when the file is absent or unreadable."""
+    try:
+        previous = read_json(path, "a run record") if path.is_file() else None
+    except (MalformedFileError, OSError):
+        return []
+    if not isinstance(previous, dict):
+        return []
+    kept = previous.pop("earlier_runs", [])
+    return [*(kept if isinstance(kept, list) else []), previous]
+
+
 def finish(status: str) -> list[Path]:
-    """Write the record, with ``status``, into every registered output folder (rank 0); the files written."""
+    """Write the record, with ``status``, into every registered output folder (rank 0); the files written. The
+    records already there (an earlier run of the folder: a resumed training run, another script writing results
+    beside these) are kept, oldest first, under ``earlier_runs``."""
     if _record is None or not is_rank_zero():
         return []
     content = _record.as_dict(status)
     written = []
     for folder in _record.outputs:
         if folder.is_dir():
-            written.append(atomic_write_json(content, folder / RECORD_NAME, indent=2))
+            path = folder / RECORD_NAME
+            record = {**content, "earlier_runs": earlier_runs(path)}
+            written.append(atomic_write_json(record, path, indent=2))
     return written
 
 

@@ -146,3 +146,18 @@ def test_the_train_loader_notes_the_train_split_size():
     with run_record.recording([]) as record:
         train_loader(dataset, batch_size=4, num_workers=0, dist=single, seed=0)
     assert record.datasets == [{"name": "TensorDataset", "split": "train", "samples": 10, "batches_per_epoch": 2}]
+
+
+def test_a_second_run_in_the_folder_keeps_the_records_before_it(tmp_path):
+    """A resumed run (or another script writing beside the results) keeps the earlier records, oldest first."""
+    for flag in ("--first", "--second", "--third"):
+        with run_record.recording([flag]):
+            run_record.note_output(tmp_path)
+    record = json.loads((tmp_path / "run_info.json").read_text())
+    assert record["command"].endswith("--third")
+    assert [run["command"].split()[-1] for run in record["earlier_runs"]] == ["--first", "--second"]
+    assert all("earlier_runs" not in run for run in record["earlier_runs"])
+    (tmp_path / "run_info.json").write_text("{not json")
+    with run_record.recording(["--fourth"]):
+        run_record.note_output(tmp_path)
+    assert json.loads((tmp_path / "run_info.json").read_text())["earlier_runs"] == []
