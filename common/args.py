@@ -10,7 +10,7 @@ import argparse
 import dataclasses
 
 from common.dist import DistInfo, init_distributed
-from common.io import read_json
+from common.io import MalformedFileError, read_json
 from common.run_record import note_args
 from common.runtime import seed_everything
 
@@ -130,7 +130,7 @@ def vit_config_from_arg(value: str):
         known = {field.name for field in dataclasses.fields(ViTConfig)}
         unknown = sorted(set(fields) - known)
         if unknown:
-            raise ValueError(f"{value}: unknown ViT config keys {unknown}; expected some of {sorted(known)}")
+            raise MalformedFileError(f"{value}: unknown ViT config keys {unknown}; expected some of {sorted(known)}")
         return ViTConfig(**fields)
     return ViTConfig.preset(value)
 

@@ -10,6 +10,11 @@ class InputError(Exception):
     """Bad input whose message names the file or flag and what was expected."""
 
 
+class InvalidValue(InputError, ValueError):
+    """A flag value, or a name given on the command line, that the script cannot use (an unknown dataset, a batch
+    size the processes cannot share)."""
+
+
 INPUT_ERRORS: tuple[type[BaseException], ...] = (
     InputError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError,
 )

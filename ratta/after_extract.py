@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from common.errors import InputError
-from common.io import atomic_write_json, check_writable_root, read_json
+from common.io import MalformedFileError, atomic_write_json, check_writable_root, read_json
 from common.paper_numbers import note_metrics
 from common.report.args import ReportOptions, add_report_args, report_options
 from common.run_record import note_args, note_dataset
@@ -131,7 +131,8 @@ def read_classnames(path: Path, dataset: str, num_classes: int) -> list[str]:
     names = read_json(path, "a JSON list of class names")
     if not isinstance(names, list) or len(names) != num_classes or not all(isinstance(n, str) for n in names):
         found = f"{len(names)} entries" if isinstance(names, list) else type(names).__name__
-        raise ValueError(f"{path}: expected a JSON list of {num_classes} class names for {dataset}, found {found}")
+        raise MalformedFileError(f"{path}: expected a JSON list of {num_classes} class names for {dataset}, "
+                                 f"found {found}")
     return names
 
 

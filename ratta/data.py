@@ -13,6 +13,8 @@ from typing import Callable
 from PIL import Image
 from torch.utils.data import Dataset
 
+from common.errors import InvalidValue
+from common.io import MalformedFileError
 from ratta.classnames import DTD_CLASSES, check_classnames, original_classnames
 from ratta.readers import Items, coop_reader, imagenet_reader, read_caltech256, read_cub200, read_fgvc, read_resisc45
 from ratta.templates import PRE_TEMPLATES, TEMPLATES
@@ -61,7 +63,7 @@ def get_spec(key: str, imagenet: bool | None = None) -> DatasetSpec:
     """The registry entry of ``key``; an unknown key (or one of the other script's) lists the valid ones."""
     valid = DATASETS if imagenet is None else {k: v for k, v in DATASETS.items() if v.imagenet == imagenet}
     if key not in valid:
-        raise ValueError(f"unknown --dataset {key!r}; valid keys: {', '.join(valid)}")
+        raise InvalidValue(f"unknown --dataset {key!r}; valid keys: {', '.join(valid)}")
     return valid[key]
 
 
@@ -71,7 +73,7 @@ def read_test_set(key: str, root: str | Path) -> tuple[Items, list[str]]:
     spec = get_spec(key)
     items, names = spec.reader(Path(root))
     if len(names) != spec.num_classes:
-        raise ValueError(f"{key} under {root}: found {len(names)} classes, expected {spec.num_classes}")
+        raise MalformedFileError(f"{key} under {root}: found {len(names)} classes, expected {spec.num_classes}")
     check_classnames(key, names, f"{key} under {root}")
     return items, original_classnames(key)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from common.io import CheckpointError, atomic_torch_save, load_torch_file
+from common.io import CheckpointError, MalformedFileError, atomic_torch_save, load_torch_file
 from ratta.vector_db import net_tag
 
 SAVE_FORMATS = ("list", "stacked")
@@ -49,9 +49,9 @@ def load_embeddings(path: str | Path, aug_size: int | None = None) -> tuple[torc
         views = torch.stack([item[1] for item in data])
         y = torch.cat([item[2].reshape(-1) for item in data])
     else:
-        raise ValueError(f"{path}: expected a list of (x [1, D], views [AS, D], y [1]) tuples or a dict with "
-                         f"x / views / y")
+        raise MalformedFileError(f"{path}: expected a list of (x [1, D], views [AS, D], y [1]) tuples or a dict with "
+                                 f"x / views / y")
     if aug_size is not None and views.shape[1] != aug_size:
-        raise ValueError(f"{path}: holds {views.shape[1]} views per image but --augmentation_size is {aug_size}; "
-                         f"pass --augmentation_size {views.shape[1]} or re-run pre-extraction")
+        raise MalformedFileError(f"{path}: holds {views.shape[1]} views per image but --augmentation_size is "
+                                 f"{aug_size}; pass --augmentation_size {views.shape[1]} or re-run pre-extraction")
     return x, views, y.long()

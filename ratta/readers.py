@@ -12,6 +12,7 @@ import re
 from pathlib import Path
 from typing import Callable
 
+from common.io import MalformedFileError
 from ratta.classnames import RESISC45_CLASSES, spaced_names
 
 Items = list[tuple[str, int]]
@@ -32,17 +33,18 @@ def read_coop_split(split_file: Path, image_dir: Path, fixed_names=None) -> tupl
         split = json.load(handle)
     missing = [key for key in ("train", "val", "test") if key not in split]
     if missing:
-        raise ValueError(f"{split_file}: split JSON lacks the keys {missing}; expected train, val and test lists")
+        raise MalformedFileError(f"{split_file}: split JSON lacks the keys {missing}; expected train, val and test "
+                                 "lists")
     names: dict[int, str] = {}
     for entry in split["train"] + split["val"] + split["test"]:
         names.setdefault(int(entry[1]), entry[2])
     items = [(str(image_dir / relpath), int(label)) for relpath, label, _ in split["test"]]
     if fixed_names is not None:
         if max(names, default=0) >= len(fixed_names):
-            raise ValueError(f"{split_file}: label {max(names)} is out of range for {len(fixed_names)} classes")
+            raise MalformedFileError(f"{split_file}: label {max(names)} is out of range for {len(fixed_names)} classes")
         return items, spaced_names(fixed_names)
     if sorted(names) != list(range(len(names))):
-        raise ValueError(f"{split_file}: labels are not 0..C-1 (found {sorted(names)[:5]}...)")
+        raise MalformedFileError(f"{split_file}: labels are not 0..C-1 (found {sorted(names)[:5]}...)")
     return items, spaced_names(names[label] for label in range(len(names)))
 
 
@@ -67,7 +69,7 @@ def read_fgvc(root: Path) -> tuple[Items, list[str]]:
             continue
         image_id, _, variant = line.strip().partition(" ")
         if variant not in index:
-            raise ValueError(f"{split}:{number}: variant {variant!r} is not in variants.txt")
+            raise MalformedFileError(f"{split}:{number}: variant {variant!r} is not in variants.txt")
         items.append((str(base / "images" / f"{image_id}.jpg"), index[variant]))
     return items, variants
 
@@ -87,7 +89,7 @@ def read_resisc45(root: Path) -> tuple[Items, list[str]]:
             continue
         match = RESISC45_FILE.match(name)
         if match is None or match["cls"] not in index:
-            raise ValueError(f"{split}:{number}: {name!r} is not '<class>_<number>.jpg' with a RESISC45 class")
+            raise MalformedFileError(f"{split}:{number}: {name!r} is not '<class>_<number>.jpg' with a RESISC45 class")
         items.append((str(base / "images" / match["cls"] / name), index[match["cls"]]))
     return items, spaced_names(RESISC45_CLASSES)
 
@@ -115,7 +117,7 @@ def read_caltech256(root: Path) -> tuple[Items, list[str]]:
     with open(split_file, encoding="utf-8") as handle:
         split = json.load(handle)
     if "test" not in split:
-        raise ValueError(f"{split_file}: no 'test' list")
+        raise MalformedFileError(f"{split_file}: no 'test' list")
     names: dict[int, str] = {}
     items = []
     for key in ("train", "val", "test"):
@@ -167,7 +169,8 @@ def imagenet_reader(subdir: str, by_index: bool = False) -> Callable[[Path], tup
         else:
             unknown = [folder for folder in folders if folder not in table]
             if unknown:
-                raise ValueError(f"{root / subdir}: folders {unknown[:5]} are not wnids of imagenet/classnames.txt")
+                raise MalformedFileError(f"{root / subdir}: folders {unknown[:5]} are not wnids of "
+                                         "imagenet/classnames.txt")
             names = [table[folder] for folder in folders]
         return items, names
     return read

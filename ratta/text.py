@@ -7,7 +7,7 @@ from typing import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-from common.io import read_json
+from common.io import MalformedFileError, read_json
 from ratta.core import TextBanks
 
 EncodeFn = Callable[[list[str]], torch.Tensor]
@@ -22,15 +22,15 @@ def load_descriptions(path: str | Path, classnames: Sequence[str]) -> dict[str, 
     """``{class name: [description, ...]}`` for every class, keyed exactly (case-sensitive) as upstream."""
     table = read_json(path, "a JSON object {class name: [description, ...]} (CuPL prompts)")
     if not isinstance(table, dict):
-        raise ValueError(f"{path}: expected a JSON object {{class name: [description, ...]}}")
+        raise MalformedFileError(f"{path}: expected a JSON object {{class name: [description, ...]}}")
     missing = [name for name in classnames if name not in table]
     if missing:
-        raise ValueError(f"{path}: no descriptions for {len(missing)} classes: {missing[:10]}"
-                         f"{' ...' if len(missing) > 10 else ''} (keys must equal the class names exactly)")
+        raise MalformedFileError(f"{path}: no descriptions for {len(missing)} classes: {missing[:10]}"
+                                 f"{' ...' if len(missing) > 10 else ''} (keys must equal the class names exactly)")
     bad = [name for name in classnames if not isinstance(table[name], list)
            or not all(isinstance(text, str) for text in table[name])]
     if bad:
-        raise ValueError(f"{path}: the entries of {bad[:5]} are not lists of strings")
+        raise MalformedFileError(f"{path}: the entries of {bad[:5]} are not lists of strings")
     return {name: table[name] for name in classnames}
 
 

@@ -95,7 +95,7 @@ def load_db(path: str | Path, trust_pickle: bool = False) -> dict[str, Any]:
                                   f"trust this file, or convert it to {npz.name} / {npy.name}")
         loaded = read_db_file(path, _read_pickle)
         if not isinstance(loaded, dict) or "embedding" not in loaded:
-            raise ValueError(f"{path}: expected a pickled dict with an 'embedding' array [N, D]")
+            raise MalformedFileError(f"{path}: expected a pickled dict with an 'embedding' array [N, D]")
         record = {**loaded, "source": str(path)}
     else:
         raise FileNotFoundError(f"{path}: no DB file (also looked for {npz.name} and {npy.name}); download it or "

@@ -38,7 +38,7 @@ from typing import Any
 from common.clip import tokenize
 from common.data.retrieval import (RETRIEVAL_FILES, KarpathyRetrieval, RetrievalImageDataset, RetrievalTextDataset,
                                    pre_caption)
-from common.io import PathLike, read_json
+from common.io import MalformedFileError, PathLike, read_json
 from common.transforms import blip_eval_transform, reid_transform
 
 NOCAPS_DOMAINS = {"nocaps_in_domain": "in-domain", "nocaps_near_domain": "near-domain",
@@ -132,7 +132,7 @@ def read_fashion_gen(root: PathLike, detail: bool = False, max_words: int = FASH
         with open(path, "rb") as handle:
             record = pickle.load(handle)  # noqa: S301 - the dataset's own format
         if not isinstance(record, dict) or not {"img_name", "captions", "super_cls_id"} <= record.keys():
-            raise ValueError(f"{path}: expected a dict with img_name, captions and super_cls_id")
+            raise MalformedFileError(f"{path}: expected a dict with img_name, captions and super_cls_id")
         if detail and record["super_cls_id"] != FASHION_DETAIL_CLASS:
             continue
         product = products.setdefault(record["img_name"].split("_")[0], {"images": [], "captions": []})

@@ -8,7 +8,7 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
-from common.io import PathLike, read_json
+from common.io import MalformedFileError, PathLike, read_json
 
 MED_CONFIG_PATH = Path(__file__).parent / "configs" / "med_config.json"
 
@@ -83,9 +83,9 @@ class MedConfig:
         """Read a BLIP ``med_config.json``; keys the model does not use (``architectures``, ...) are skipped."""
         values = read_json(path, "a BLIP med_config.json")
         if values.get("position_embedding_type", "absolute") != "absolute":
-            raise ValueError(f"{path}: only absolute position embeddings are supported")
+            raise MalformedFileError(f"{path}: only absolute position embeddings are supported")
         if values.get("is_decoder", False):
-            raise ValueError(f"{path}: decoder configs (is_decoder=true) are not supported")
+            raise MalformedFileError(f"{path}: decoder configs (is_decoder=true) are not supported")
         names = {field.name for field in dataclasses.fields(cls)}
         return cls(**{key: value for key, value in values.items() if key in names})
 

@@ -29,7 +29,8 @@ from torch.utils.data import Dataset, default_collate
 
 from common.data.images import open_image
 from common.data.paths import dataset_dir
-from common.io import PathLike, read_json
+from common.errors import InvalidValue
+from common.io import MalformedFileError, PathLike, read_json
 from common.runtime import get_logger
 
 logger = get_logger(__name__)
@@ -45,9 +46,9 @@ ImageTransform = Callable[[Image.Image], Any]
 
 
 def check_choice(value: Any, valid: Sequence[str], what: str) -> None:
-    """Raise ValueError naming ``what`` and listing the valid values when ``value`` is not one of them."""
+    """Raise ``InvalidValue`` naming ``what`` and listing the valid values when ``value`` is not one of them."""
     if value not in valid:
-        raise ValueError(f"unknown {what} {value!r}; valid values: {', '.join(valid)}")
+        raise InvalidValue(f"unknown {what} {value!r}; valid values: {', '.join(valid)}")
 
 
 def _keep_caption(text: str, forward: bool) -> str:
@@ -102,7 +103,7 @@ def read_name_list(path: Path, what: str) -> list[str]:
     """Read a JSON list of strings, raising an error naming ``path`` and ``what`` otherwise."""
     names = read_json(path, what)
     if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
-        raise ValueError(f"{path}: expected {what}")
+        raise MalformedFileError(f"{path}: expected {what}")
     return names
 
 
@@ -110,18 +111,19 @@ def read_json_entries(path: Path, keys: Sequence[str], what: str) -> list[dict]:
     """Read a JSON list of objects that all carry ``keys``; errors name the file and the first bad entry."""
     entries = read_json(path, what)
     if not isinstance(entries, list):
-        raise ValueError(f"{path}: expected {what}, found a JSON {type(entries).__name__}")
+        raise MalformedFileError(f"{path}: expected {what}, found a JSON {type(entries).__name__}")
     for index, entry in enumerate(entries):
         missing = [key for key in keys if not isinstance(entry, dict) or key not in entry]
         if missing:
-            raise ValueError(f"{path}: entry {index} lacks {', '.join(missing)}; expected {what}")
+            raise MalformedFileError(f"{path}: entry {index} lacks {', '.join(missing)}; expected {what}")
     return entries
 
 
 def check_known_image(path: Path, index: int, field: str, name: Any, known: set[str] | dict, split_path: Path) -> None:
     """Raise when entry ``index`` of annotation ``path`` names an image absent from the split file."""
     if not isinstance(name, str) or name not in known:
-        raise ValueError(f"{path}: entry {index} names {field} {name!r}, which is not an image of {split_path}")
+        raise MalformedFileError(f"{path}: entry {index} names {field} {name!r}, which is not an image of "
+                                 f"{split_path}")
 
 
 class CIRDatasetBase(Dataset):
@@ -212,7 +214,8 @@ class FashionIQDataset(CIRDatasetBase):
         for index, triplet in enumerate(triplets):
             captions = triplet["captions"]
             if not isinstance(captions, list) or len(captions) != 2 or not all(isinstance(c, str) for c in captions):
-                raise ValueError(f"{path}: entry {index} has captions {captions!r}; expected a list of two strings")
+                raise MalformedFileError(f"{path}: entry {index} has captions {captions!r}; expected a list of two "
+                                         "strings")
             for field in fields[:-1]:
                 check_known_image(path, index, field, triplet[field], known, split_path)
         return triplets
@@ -253,7 +256,7 @@ class CIRRDataset(CIRDatasetBase):
         self.name_to_relpath = read_json(split_path, what)
         if not isinstance(self.name_to_relpath, dict) or not all(
                 isinstance(path, str) for path in self.name_to_relpath.values()):
-            raise ValueError(f"{split_path}: expected {what}")
+            raise MalformedFileError(f"{split_path}: expected {what}")
         self.image_names = list(self.name_to_relpath)
         if mode == "relative":
             self.triplets = self._read_captions(split_path)
@@ -267,12 +270,12 @@ class CIRRDataset(CIRDatasetBase):
         triplets = read_json_entries(path, fields, what)
         for index, triplet in enumerate(triplets):
             if not isinstance(triplet["pairid"], int) or isinstance(triplet["pairid"], bool):
-                raise ValueError(f"{path}: entry {index} has pairid {triplet['pairid']!r}; expected an integer")
+                raise MalformedFileError(f"{path}: entry {index} has pairid {triplet['pairid']!r}; expected an integer")
             if not isinstance(triplet["caption"], str):
-                raise ValueError(f"{path}: entry {index} has a caption that is not a string")
+                raise MalformedFileError(f"{path}: entry {index} has a caption that is not a string")
             members = triplet["img_set"].get("members") if isinstance(triplet["img_set"], dict) else None
             if not isinstance(members, list):
-                raise ValueError(f"{path}: entry {index} lacks img_set.members (a list of image names)")
+                raise MalformedFileError(f"{path}: entry {index} lacks img_set.members (a list of image names)")
             check_known_image(path, index, "reference", triplet["reference"], self.name_to_relpath, split_path)
             if "target_hard" in fields:
                 check_known_image(path, index, "target_hard", triplet["target_hard"], self.name_to_relpath, split_path)

@@ -9,6 +9,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from common.errors import InvalidValue
 from common.io import PathLike
 
 
@@ -35,7 +36,7 @@ LAYOUTS: dict[str, DatasetLayout] = {
 
 def _layout(name: str) -> DatasetLayout:
     if name not in LAYOUTS:
-        raise ValueError(f"unknown dataset {name!r}; valid names: {', '.join(LAYOUTS)}")
+        raise InvalidValue(f"unknown dataset {name!r}; valid names: {', '.join(LAYOUTS)}")
     return LAYOUTS[name]
 
 

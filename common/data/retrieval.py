@@ -12,7 +12,8 @@ from typing import Any, Callable, NamedTuple
 from torch.utils.data import Dataset
 
 from common.data.images import open_image
-from common.io import PathLike, read_json
+from common.errors import InvalidValue
+from common.io import MalformedFileError, PathLike, read_json
 
 RETRIEVAL_FILES = {"coco": ("coco_karpathy_test.json", 5), "flickr": ("flickr30k_test.json", None)}
 """name → (annotation file under ann_root, captions kept per image; None keeps all)."""
@@ -46,7 +47,7 @@ class KarpathyRetrieval:
         what = 'a JSON list of {"image": path, "caption": [str, ...]} objects (BLIP Karpathy format)'
         annotation = read_json(self.ann_file, what)
         if not isinstance(annotation, list):
-            raise ValueError(f"{self.ann_file}: expected {what}")
+            raise MalformedFileError(f"{self.ann_file}: expected {what}")
         self.images: list[str] = []
         self.texts: list[str] = []
         self.img2txt: list[list[int]] = []
@@ -54,7 +55,7 @@ class KarpathyRetrieval:
         for img_id, entry in enumerate(annotation):
             captions = entry.get("caption") if isinstance(entry, dict) else None
             if not isinstance(entry, dict) or not isinstance(entry.get("image"), str) or not isinstance(captions, list):
-                raise ValueError(f"{self.ann_file}: entry {img_id} is not of the form {what}")
+                raise MalformedFileError(f"{self.ann_file}: entry {img_id} is not of the form {what}")
             self.images.append(entry["image"])
             self.img2txt.append([])
             for caption in captions[:max_captions]:
@@ -104,7 +105,7 @@ def build_retrieval_eval(name: str, ann_root: PathLike, image_root: PathLike, tr
                          max_words: int = 30) -> RetrievalEval:
     """The ``coco`` or ``flickr`` test set: annotation from ``ann_root``, images under ``image_root``."""
     if name not in RETRIEVAL_FILES:
-        raise ValueError(f"unknown retrieval dataset {name!r}; valid names: {', '.join(RETRIEVAL_FILES)}")
+        raise InvalidValue(f"unknown retrieval dataset {name!r}; valid names: {', '.join(RETRIEVAL_FILES)}")
     file_name, max_captions = RETRIEVAL_FILES[name]
     ann = KarpathyRetrieval(Path(ann_root) / file_name, max_words=max_words, max_captions=max_captions)
     return RetrievalEval(ann, RetrievalImageDataset(ann, image_root, transform), RetrievalTextDataset(ann))

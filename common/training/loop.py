@@ -8,6 +8,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from common.dist import DistInfo, all_reduce_sum
+from common.errors import InvalidValue
 from common.run_record import note_dataset
 from common.runtime import note_step, progress
 from common.training.experiment import ExperimentTracker
@@ -30,13 +31,13 @@ def train_loader(dataset: Dataset, batch_size: int, num_workers: int, dist: Dist
     The shuffle (``EpochOrder``) is RandomSampler's, or DistributedSampler's under torchrun, and can resume
     part-way through an epoch."""
     if batch_size % dist.world_size:
-        raise ValueError(f"--batch-size {batch_size} is not divisible by the {dist.world_size} processes")
+        raise InvalidValue(f"--batch-size {batch_size} is not divisible by the {dist.world_size} processes")
     per_process = batch_size // dist.world_size
     loader = DataLoader(dataset, batch_size=per_process, sampler=EpochOrder(dataset, dist, seed),
                         num_workers=num_workers, drop_last=True, pin_memory=dist.device.type == "cuda")
     note_dataset(type(dataset).__name__, "train", samples=len(dataset), batches_per_epoch=len(loader))
     if len(loader) == 0:
-        raise ValueError(f"the train split has {len(dataset)} samples, fewer than --batch-size {batch_size}: "
+        raise InvalidValue(f"the train split has {len(dataset)} samples, fewer than --batch-size {batch_size}: "
                          "no complete batch (lower --batch-size)")
     return loader
 
