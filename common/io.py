@@ -50,13 +50,19 @@ def is_url(value: PathLike) -> bool:
     return str(value).startswith(("http://", "https://"))
 
 
-def file_hash(path: PathLike, algo: str = "sha256", chunk: int = 1 << 20) -> str:
-    """Hex digest of a file (``sha256``, ``sha1``, ``md5`` ...), read in chunks."""
-    digest = hashlib.new(algo)
+def file_hashes(path: PathLike, algos: Sequence[str], chunk: int = 1 << 20) -> dict[str, str]:
+    """Algorithm -> hex digest of a file for each of ``algos`` (``sha256``, ``sha1``, ``md5`` ...), in one read."""
+    digests = {algo: hashlib.new(algo) for algo in algos}
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(chunk), b""):
-            digest.update(block)
-    return digest.hexdigest()
+            for digest in digests.values():
+                digest.update(block)
+    return {algo: digest.hexdigest() for algo, digest in digests.items()}
+
+
+def file_hash(path: PathLike, algo: str = "sha256", chunk: int = 1 << 20) -> str:
+    """Hex digest of a file (``sha256``, ``sha1``, ``md5`` ...), read in chunks."""
+    return file_hashes(path, (algo,), chunk)[algo]
 
 
 def numpy_safe_globals() -> list:

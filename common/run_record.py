@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
-import hashlib
 import importlib.metadata
 import os
 import platform
@@ -32,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from common.io import MalformedFileError, PathLike, atomic_write_json, read_json
+from common.io import MalformedFileError, PathLike, atomic_write_json, file_hashes, read_json
 
 RECORD_NAME = "run_info.json"
 FORMAT_VERSION = 1
@@ -52,18 +51,8 @@ def cache_dir() -> Path:
     return Path(os.environ.get("VLR_CACHE_DIR") or Path.home() / ".cache" / "vlr").expanduser()
 
 
-def hash_file(path: PathLike, chunk: int = 1 << 20) -> dict[str, str]:
-    """SHA-256 and SHA-1 of a file in one read (the manifest publishes one or the other)."""
-    digests = {algo: hashlib.new(algo) for algo in HASH_ALGOS}
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(chunk), b""):
-            for digest in digests.values():
-                digest.update(block)
-    return {algo: digest.hexdigest() for algo, digest in digests.items()}
-
-
 def cached_hashes(path: PathLike, cache_file: PathLike | None = None) -> dict[str, str]:
-    """``hash_file(path)``, read from the cache when the file's resolved path, size and ``mtime_ns`` are unchanged,
+    """``file_hashes(path, HASH_ALGOS)`` (the manifest publishes SHA-256 or SHA-1), read from the cache when the file's resolved path, size and ``mtime_ns`` are unchanged,
     else computed and stored (entries of files that no longer exist are dropped then). An unreadable cache is
     ignored (and replaced)."""
     path = Path(path).resolve()
@@ -79,7 +68,7 @@ def cached_hashes(path: PathLike, cache_file: PathLike | None = None) -> dict[st
     if isinstance(entry, dict) and all(entry.get(name) == value for name, value in key.items()) \
             and all(entry.get(algo) for algo in HASH_ALGOS):
         return {algo: entry[algo] for algo in HASH_ALGOS}
-    hashes = hash_file(path)
+    hashes = file_hashes(path, HASH_ALGOS)
     cache = {name: value for name, value in cache.items() if Path(name).exists()}
     cache[str(path)] = {**key, **hashes}
     with contextlib.suppress(OSError):  # a read-only home must not stop the run

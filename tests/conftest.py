@@ -22,6 +22,17 @@ def private_hash_cache(tmp_path_factory):
 
 
 @pytest.fixture
+def one_thread():
+    """Tiny models on a shared 2-core machine run far faster on one intra-op thread."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
 def read_only(monkeypatch):
     """Make folders read-only, also for root (whom the mode bits do not stop): ``os.access`` refuses writing there."""
     folders = []

@@ -26,12 +26,7 @@ from test_report_pages import parse
 VIT = ViTConfig(patch_size=8, width=32, depth=1, heads=2)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def count_titles(entries: list[dict], pattern: str) -> int:

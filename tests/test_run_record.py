@@ -56,8 +56,8 @@ def test_validate_script_writes_run_info_beside_its_metrics(tmp_path):
 
 def test_hash_cache_reads_a_file_once_until_it_changes(tmp_path, monkeypatch):
     calls = []
-    real = run_record.hash_file
-    monkeypatch.setattr(run_record, "hash_file", lambda path: calls.append(path) or real(path))
+    real = run_record.file_hashes
+    monkeypatch.setattr(run_record, "file_hashes", lambda path, algos: calls.append(path) or real(path, algos))
     path = tmp_path / "weights.pt"
     path.write_bytes(b"weights")
     first = run_record.cached_hashes(path)

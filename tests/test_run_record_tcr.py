@@ -2,9 +2,13 @@
 counts and run_info.json beside result.json."""
 import json
 
+import pytest
+
 import tcr.main as tcr_main
 from common import run_record
-from tests.test_tcr_main import one_thread, setup  # noqa: F401 - fixtures
+from tests.test_tcr_main import setup  # noqa: F401 - fixture
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_plain_evaluation_records_flags_weights_and_counts(setup, tmp_path, monkeypatch):  # noqa: F811

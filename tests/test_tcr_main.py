@@ -28,13 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 VIT = ViTConfig(patch_size=8, width=32, depth=2, heads=2)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models on a shared 2-core machine run far faster on one intra-op thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

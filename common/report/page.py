@@ -12,6 +12,7 @@ from pathlib import Path
 
 from PIL import Image, ImageOps
 
+from common.data.images import open_image
 from common.io import PathLike, atomic_write, atomic_write_text
 
 THUMB_SIDE = 128
@@ -78,9 +79,8 @@ class Thumbnails:
 
     def _read(self, path: Path) -> Image.Image | None:
         try:
-            with Image.open(path) as source:
-                image = source.convert("RGB")
-        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+            image = open_image(path).convert("RGB")
+        except OSError:  # missing (FileNotFoundError) or undecodable (ImageReadError): a placeholder tile
             return None
         return ImageOps.contain(image, (self.side, self.side))
 

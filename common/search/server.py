@@ -97,9 +97,7 @@ class SearchHandler(BaseHTTPRequestHandler):
     def _answer(self, route) -> None:
         try:
             route(urlsplit(self.path))
-        except RequestError as error:
-            self._json({"error": str(error)}, error.status)
-        except UploadError as error:
+        except (RequestError, UploadError) as error:
             self._json({"error": str(error)}, error.status)
 
     def _get(self, url) -> None:
